@@ -1,0 +1,55 @@
+// Thread pool and SIMD dispatch: coverage of parallel_for ranges, exceptions crossing threads,
+// nesting, resizing, and the SIMD level override.
+#include <atomic>
+#include <stdexcept>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "tests/harness.h"
+
+SAFL_TEST(threadpool_covers_range_once) {
+  for (int threads : {1, 2, 3, 8}) {
+    safl::set_num_threads(threads);
+    for (int64_t n : {0, 1, 7, 1000, 100003}) {
+      std::vector<std::atomic<int>> hits(n);
+      safl::parallel_for(0, n, 13, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) hits[i]++;
+      });
+      bool once = true;
+      for (auto& h : hits) once = once && h.load() == 1;
+      EXPECT(once);
+    }
+  }
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(threadpool_rethrows_and_nests) {
+  safl::set_num_threads(4);
+  EXPECT_THROWS(safl::parallel_for(0, 100, 1, [](int64_t lo, int64_t) {
+                  if (lo >= 50) throw safl::Error(safl::ErrorKind::Range, "chunk failed");
+                }),
+                safl::Error, "chunk failed");
+  std::atomic<int64_t> total{0};
+  safl::parallel_for(0, 8, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      safl::parallel_for(0, 10, 1, [&](int64_t a, int64_t b) { total += b - a; });
+  });
+  EXPECT(total.load() == 80);
+  std::atomic<int> tasks{0};
+  safl::parallel_run(3, [&](int t, int n) { tasks += 1; EXPECT(n == 3 && t >= 0 && t < n); });
+  EXPECT(tasks.load() == 3);
+  EXPECT_THROWS(safl::set_num_threads(0), safl::Error, "expected 1 <= threads <= 1024 but received 0");
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(simd_level_override) {
+  const safl::SimdLevel best = safl::simd_level_supported();
+  safl::set_simd_level(safl::SimdLevel::Generic);
+  EXPECT(safl::simd_level() == safl::SimdLevel::Generic);
+  safl::set_simd_level(best);
+  EXPECT(safl::simd_level() == best);
+  if (best != safl::SimdLevel::Avx512)
+    EXPECT_THROWS(safl::set_simd_level(safl::SimdLevel::Avx512), safl::Error, "expected a level up to");
+}
