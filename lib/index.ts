@@ -1,0 +1,58 @@
+// safl's public API. Reading text in word images (Recognizer) and training arrive with the model;
+// this module exposes the native core: what it was built with, and its thread pool.
+import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
+import * as check from './validate.js';
+
+export type { Device, SimdLevel } from './native.js';
+
+/** What this installation of safl can run on. */
+export interface Info {
+  /** Package version. */
+  version: string;
+  /** Devices that work here: always 'cpu', plus 'cuda' when the CUDA addon loads and a GPU answers. */
+  devices: Array<'cpu' | 'cuda'>;
+  /** Why 'cuda' is not in `devices` (empty when it is). */
+  cudaUnavailableReason: string;
+  /** The CPU kernels' SIMD path now, and the best this CPU supports. */
+  simd: SimdLevel;
+  simdSupported: SimdLevel;
+  /** Threads of the native pool, and the machine's hardware threads. */
+  threads: number;
+  hardwareThreads: number;
+}
+
+const { version } = require('../package.json') as { version: string };
+
+/**
+ * Describes the native core: devices, SIMD path, threads.
+ * @example
+ * ```ts
+ * import { info } from 'safl';
+ * console.log(info().devices); // [ 'cpu' ]
+ * ```
+ */
+export function info(): Info {
+  const cpu = loadCpuAddon().info();
+  const reason = cudaUnavailableReason();
+  return {
+    version,
+    devices: reason === '' ? ['cpu', 'cuda'] : ['cpu'],
+    cudaUnavailableReason: reason,
+    simd: cpu.simd,
+    simdSupported: cpu.simdSupported,
+    threads: cpu.threads,
+    hardwareThreads: cpu.hardwareThreads,
+  };
+}
+
+/**
+ * Sets the size of the native thread pool that runs the CPU kernels (default: the number of
+ * hardware threads). One pool serves every recogniser and trainer in the process.
+ * @param threads - an integer from 1 to 1024.
+ * @throws TypeError when `threads` is not an integer; RangeError when it is outside 1…1024.
+ */
+export function setThreads(threads: number): void {
+  const n = check.integer(threads, 'threads', 1, 1024);
+  loadCpuAddon().setThreads(n);
+  loadCudaAddon()?.setThreads(n);
+}

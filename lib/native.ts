@@ -1,0 +1,88 @@
+// Loading the native addons. The CPU addon comes through node-gyp-build (prebuilds/ or build/);
+// node-gyp-build knows nothing of CUDA, so the CUDA addon is loaded by explicit path, and only
+// when asked for ('cuda') or allowed ('auto'). A missing driver or GPU never crashes the process:
+// 'auto' falls back to the CPU quietly, 'cuda' throws an Error that says why.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+
+export type Device = 'auto' | 'cpu' | 'cuda';
+export type SimdLevel = 'generic' | 'avx2' | 'avx512';
+
+export interface CudaInfo {
+  built: boolean;
+  available: boolean;
+  reason?: string;
+  devices?: number;
+  name?: string;
+}
+
+export interface AddonInfo {
+  backends: Array<'cpu' | 'cuda'>;
+  cuda: CudaInfo;
+  simd: SimdLevel;
+  simdSupported: SimdLevel;
+  threads: number;
+  hardwareThreads: number;
+}
+
+/** The functions every addon build exports (native/addon/addon.cpp). */
+export interface Addon {
+  info(): AddonInfo;
+  setThreads(threads: number): void;
+  setSimd(level: SimdLevel): void;
+  gemm(a: Float32Array, b: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): Promise<Float32Array>;
+}
+
+export const packageRoot = path.join(__dirname, '..');
+
+let cpuAddon: Addon | undefined;
+let cudaAddon: Addon | null | undefined; // null: looked for and not loadable
+let cudaLoadError = '';
+
+export function loadCpuAddon(): Addon {
+  cpuAddon ??= nodeGypBuild(packageRoot) as Addon;
+  return cpuAddon;
+}
+
+function cudaAddonPaths(): string[] {
+  const platform = `${process.platform}-${process.arch}`;
+  return [
+    path.join(packageRoot, 'build', 'Release', 'safl_cuda.node'),
+    path.join(packageRoot, 'prebuilds', platform, 'safl_cuda.node'),
+  ];
+}
+
+/** The CUDA addon, or null with the reason in cudaUnavailableReason(). */
+export function loadCudaAddon(): Addon | null {
+  if (cudaAddon !== undefined) return cudaAddon;
+  const file = cudaAddonPaths().find((p) => existsSync(p));
+  if (file === undefined) {
+    cudaLoadError = 'no CUDA addon was built (it is built when nvcc is present at install time)';
+    cudaAddon = null;
+    return null;
+  }
+  try {
+    cudaAddon = require(file) as Addon;
+  } catch (err) {
+    cudaLoadError = `the CUDA addon ${file} did not load: ${(err as Error).message}`;
+    cudaAddon = null;
+  }
+  return cudaAddon;
+}
+
+export function cudaUnavailableReason(): string {
+  const addon = loadCudaAddon();
+  if (addon === null) return cudaLoadError;
+  const { cuda } = addon.info();
+  return cuda.available ? '' : `no usable GPU: ${cuda.reason ?? 'unknown reason'}`;
+}
+
+/** The addon for a device: 'auto' picks CUDA when its addon loads and a GPU answers. */
+export function addonFor(device: Device): { addon: Addon; device: 'cpu' | 'cuda' } {
+  if (device === 'cpu') return { addon: loadCpuAddon(), device: 'cpu' };
+  const reason = cudaUnavailableReason();
+  if (reason === '') return { addon: loadCudaAddon() as Addon, device: 'cuda' };
+  if (device === 'cuda') throw new Error(`device 'cuda' is not available: ${reason}`);
+  return { addon: loadCpuAddon(), device: 'cpu' };
+}
