@@ -1,0 +1,341 @@
+// CPU 2-D convolution (see ops/conv.h): the im2col + sgemm fast path and the direct-loop
+// references it is tested against.
+//
+// Note [one GEMM per batch]: im2col lays the input out as col[K, N] with K = Ci·kernel_h·kernel_w
+// rows ordered (ci, ki, kj) — the order of a weight row — and N = B·Ho·Wo columns ordered
+// (b, oh, ow). Then one product covers the whole batch,
+//     y[Co, N] = weight[Co, K] × col[K, N],
+// and y, laid out (Co, B, Ho·Wo), is reordered to (B, Co, Ho, Wo) while the bias is added. Small
+// late layers (Ho·Wo = 25) would make per-image GEMMs far too thin, hence the batching. With B = 1
+// the GEMM writes the output directly; a 1×1, stride-1, unpadded conv with B = 1 also needs no
+// im2col, since x itself is col. Backward runs the same layout the other way:
+//     dout_r[Co, N] = dout reordered,   dweight[Co, K] += dout_r × colᵀ,
+//     dcol[K, N] = weightᵀ × dout_r,    dx = col2im(dcol).
+// The workspace holds col (reused for dcol) followed by y or dout_r.
+#include "ops/conv.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "ops/gemm.h"
+
+namespace safl::cpu {
+namespace {
+
+struct ConvGeometry {
+  int64_t B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw;
+  int64_t Ho, Wo;
+  int64_t K() const { return Ci * kh * kw; }
+  int64_t spatial_out() const { return Ho * Wo; }
+  int64_t N() const { return B * Ho * Wo; }
+  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+  // The layout of Note [one GEMM per batch]: which scratch pieces are needed.
+  bool needs_col() const { return !(pointwise() && B == 1); }
+  bool needs_reorder() const { return B > 1; }
+  int64_t col_floats() const { return needs_col() ? K() * N() : 0; }
+  // Nothing is multiplied when K or Co is 0 (the output is the bias, dx is zero).
+  int64_t workspace_floats() const {
+    if (K() == 0 || Co == 0) return 0;
+    return col_floats() + (needs_reorder() ? Co * N() : 0);
+  }
+};
+
+ConvGeometry check_geometry(const char* op, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
+                            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  SAFL_CHECK_RANGE(B >= 0, op, ": expected B >= 0 but received ", B);
+  SAFL_CHECK_RANGE(Ci >= 0, op, ": expected Ci >= 0 but received ", Ci);
+  SAFL_CHECK_RANGE(H >= 0, op, ": expected H >= 0 but received ", H);
+  SAFL_CHECK_RANGE(W >= 0, op, ": expected W >= 0 but received ", W);
+  SAFL_CHECK_RANGE(Co >= 0, op, ": expected Co >= 0 but received ", Co);
+  SAFL_CHECK_RANGE(kh >= 1, op, ": expected kernel_h >= 1 but received ", kh);
+  SAFL_CHECK_RANGE(kw >= 1, op, ": expected kernel_w >= 1 but received ", kw);
+  SAFL_CHECK_RANGE(sh >= 1, op, ": expected stride_h >= 1 but received ", sh);
+  SAFL_CHECK_RANGE(sw >= 1, op, ": expected stride_w >= 1 but received ", sw);
+  SAFL_CHECK_RANGE(ph >= 0, op, ": expected pad_h >= 0 but received ", ph);
+  SAFL_CHECK_RANGE(pw >= 0, op, ": expected pad_w >= 0 but received ", pw);
+  SAFL_CHECK_RANGE(H + 2 * ph >= kh, op, ": expected H + 2*pad_h >= kernel_h (", kh, ") but received ",
+                   H + 2 * ph);
+  SAFL_CHECK_RANGE(W + 2 * pw >= kw, op, ": expected W + 2*pad_w >= kernel_w (", kw, ") but received ",
+                   W + 2 * pw);
+  return {B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw,
+          conv2d_output_size(H, kh, sh, ph), conv2d_output_size(W, kw, sw, pw)};
+}
+
+void check_workspace(const char* op, const float* workspace, const ConvGeometry& g) {
+  SAFL_CHECK(workspace != nullptr || g.workspace_floats() == 0, op, ": expected a workspace of ",
+             g.workspace_floats(), " floats (conv2d_workspace_floats) but received nullptr");
+}
+
+// Chunks of a parallel_for over items of `floats_per_item` each: large enough to be worth a task.
+int64_t grain_for(int64_t floats_per_item) {
+  constexpr int64_t kFloatsPerChunk = 16384;
+  return std::max<int64_t>(1, kFloatsPerChunk / std::max<int64_t>(1, floats_per_item));
+}
+
+// Output positions o in [0, out) whose source o·stride + offset lies inside [0, in), as [lo, hi).
+void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t* lo, int64_t* hi) {
+  const int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const int64_t last_plus_one = in - 1 - offset < 0 ? 0 : (in - 1 - offset) / stride + 1;
+  *hi = std::min(out, last_plus_one);
+  *lo = std::min(first, *hi);
+}
+
+// col[(ci, ki, kj), (b, oh, ow)] = x[b, ci, oh·sh − ph + ki, ow·sw − pw + kj], 0 in the padding.
+void im2col(float* col /* (K, N) */, const float* x /* (B, Ci, H, W) */, const ConvGeometry& g) {
+  const int64_t N = g.N(), HWo = g.spatial_out();
+  parallel_for(0, g.K() * g.B, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t row = task / g.B, b = task % g.B;
+      const int64_t ci = row / (g.kh * g.kw), ki = (row / g.kw) % g.kh, kj = row % g.kw;
+      const float* plane = x + (b * g.Ci + ci) * g.H * g.W;
+      float* dst = col + row * N + b * HWo;
+      int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+      valid_range(ki - g.ph, g.sh, g.H, g.Ho, &oh_lo, &oh_hi);
+      valid_range(kj - g.pw, g.sw, g.W, g.Wo, &ow_lo, &ow_hi);
+      std::fill(dst, dst + oh_lo * g.Wo, 0.0f);
+      for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+        const float* src = plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
+        float* out_row = dst + oh * g.Wo;
+        std::fill(out_row, out_row + ow_lo, 0.0f);
+        if (g.sw == 1) {
+          std::memcpy(out_row + ow_lo, src + ow_lo, sizeof(float) * (ow_hi - ow_lo));
+        } else {
+          for (int64_t ow = ow_lo; ow < ow_hi; ++ow) out_row[ow] = src[ow * g.sw];
+        }
+        std::fill(out_row + ow_hi, out_row + g.Wo, 0.0f);
+      }
+      std::fill(dst + oh_hi * g.Wo, dst + HWo, 0.0f);
+    }
+  });
+}
+
+// The adjoint of im2col: dx[b, ci] = Σ over the (ki, kj) rows of dcol scattered back. Each task
+// owns one (b, ci) plane of dx, so no two tasks write the same element.
+void col2im(float* dx /* (B, Ci, H, W) */, const float* dcol /* (K, N) */, const ConvGeometry& g) {
+  const int64_t N = g.N(), HWo = g.spatial_out();
+  parallel_for(0, g.B * g.Ci, grain_for(g.kh * g.kw * HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t b = task / g.Ci, ci = task % g.Ci;
+      float* plane = dx + task * g.H * g.W;
+      std::fill(plane, plane + g.H * g.W, 0.0f);
+      for (int64_t ki = 0; ki < g.kh; ++ki) {
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          const float* src = dcol + ((ci * g.kh + ki) * g.kw + kj) * N + b * HWo;
+          int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+          valid_range(ki - g.ph, g.sh, g.H, g.Ho, &oh_lo, &oh_hi);
+          valid_range(kj - g.pw, g.sw, g.W, g.Wo, &ow_lo, &ow_hi);
+          for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+            float* dst = plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
+            const float* src_row = src + oh * g.Wo;
+            for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow * g.sw] += src_row[ow];
+          }
+        }
+      }
+    }
+  });
+}
+
+// (Co, B, Ho·Wo) → (B, Co, Ho·Wo), adding the bias on the way.
+void reorder_to_nchw(float* out, const float* y, const float* bias, const ConvGeometry& g) {
+  const int64_t HWo = g.spatial_out();
+  parallel_for(0, g.B * g.Co, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t b = task / g.Co, co = task % g.Co;
+      const float* src = y + (co * g.B + b) * HWo;
+      float* dst = out + task * HWo;
+      const float shift = bias ? bias[co] : 0.0f;
+      for (int64_t i = 0; i < HWo; ++i) dst[i] = src[i] + shift;
+    }
+  });
+}
+
+// (B, Co, Ho·Wo) → (Co, B, Ho·Wo).
+void reorder_from_nchw(float* y, const float* dout, const ConvGeometry& g) {
+  const int64_t HWo = g.spatial_out();
+  parallel_for(0, g.Co * g.B, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t co = task / g.B, b = task % g.B;
+      std::memcpy(y + task * HWo, dout + (b * g.Co + co) * HWo, sizeof(float) * HWo);
+    }
+  });
+}
+
+void add_bias(float* out /* (B, Co, Ho·Wo) */, const float* bias, const ConvGeometry& g) {
+  const int64_t HWo = g.spatial_out();
+  parallel_for(0, g.B * g.Co, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const float shift = bias[task % g.Co];
+      float* dst = out + task * HWo;
+      for (int64_t i = 0; i < HWo; ++i) dst[i] += shift;
+    }
+  });
+}
+
+void fill_bias(float* out /* (B, Co, Ho·Wo) */, const float* bias, const ConvGeometry& g) {
+  const int64_t HWo = g.spatial_out();
+  parallel_for(0, g.B * g.Co, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const float value = bias ? bias[task % g.Co] : 0.0f;
+      std::fill(out + task * HWo, out + (task + 1) * HWo, value);
+    }
+  });
+}
+
+// dbias[co] += Σ over b, oh, ow of dout[b, co, oh, ow] (summed in double).
+void accumulate_bias_grad(float* dbias, const float* dout, const ConvGeometry& g) {
+  const int64_t HWo = g.spatial_out();
+  parallel_for(0, g.Co, grain_for(g.B * HWo), [&](int64_t lo, int64_t hi) {
+    for (int64_t co = lo; co < hi; ++co) {
+      double sum = 0.0;
+      for (int64_t b = 0; b < g.B; ++b) {
+        const float* src = dout + (b * g.Co + co) * HWo;
+        for (int64_t i = 0; i < HWo; ++i) sum += src[i];
+      }
+      dbias[co] += float(sum);
+    }
+  });
+}
+
+}  // namespace
+
+int64_t conv2d_workspace_floats(int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
+                                int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                                int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+  return check_geometry("conv2d_workspace_floats", B, Ci, H, W, Co, kernel_h, kernel_w, stride_h,
+                        stride_w, pad_h, pad_w)
+      .workspace_floats();
+}
+
+void conv2d_forward(float* out, float* workspace, const float* x, const float* weight,
+                    const float* bias, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
+                    int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+                    int64_t pad_h, int64_t pad_w) {
+  const ConvGeometry g = check_geometry("conv2d_forward", B, Ci, H, W, Co, kernel_h, kernel_w,
+                                        stride_h, stride_w, pad_h, pad_w);
+  check_workspace("conv2d_forward", workspace, g);
+  if (g.N() == 0 || Co == 0) return;
+  if (g.K() == 0) {
+    fill_bias(out, bias, g);
+    return;
+  }
+  // Note [one GEMM per batch]
+  const int64_t K = g.K(), N = g.N();
+  const float* col = x;
+  if (g.needs_col()) {
+    im2col(workspace, x, g);
+    col = workspace;
+  }
+  float* y = g.needs_reorder() ? workspace + g.col_floats() : out;
+  sgemm(y, N, weight, K, false, col, N, false, Co, N, K, 1.0f, 0.0f);
+  if (g.needs_reorder()) {
+    reorder_to_nchw(out, y, bias, g);
+  } else if (bias) {
+    add_bias(out, bias, g);
+  }
+}
+
+void conv2d_backward(float* dx, float* dweight, float* dbias, float* workspace, const float* dout,
+                     const float* x, const float* weight, int64_t B, int64_t Ci, int64_t H,
+                     int64_t W, int64_t Co, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                     int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+  const ConvGeometry g = check_geometry("conv2d_backward", B, Ci, H, W, Co, kernel_h, kernel_w,
+                                        stride_h, stride_w, pad_h, pad_w);
+  check_workspace("conv2d_backward", workspace, g);
+  if (g.N() == 0) return;
+  if (dbias) accumulate_bias_grad(dbias, dout, g);
+  if (g.K() == 0) return;
+  if (Co == 0) {
+    if (dx) std::fill(dx, dx + B * Ci * H * W, 0.0f);
+    return;
+  }
+  // Note [one GEMM per batch]
+  const int64_t K = g.K(), N = g.N();
+  const float* dout_r = dout;
+  if (g.needs_reorder()) {
+    float* reordered = workspace + g.col_floats();
+    reorder_from_nchw(reordered, dout, g);
+    dout_r = reordered;
+  }
+  const float* col = x;
+  if (g.needs_col()) {
+    im2col(workspace, x, g);
+    col = workspace;
+  }
+  sgemm(dweight, K, dout_r, N, false, col, N, true, Co, K, N, 1.0f, 1.0f);
+  if (!dx) return;
+  if (!g.needs_col()) {
+    sgemm(dx, N, weight, K, true, dout_r, N, false, K, N, Co, 1.0f, 0.0f);
+    return;
+  }
+  float* dcol = workspace;
+  sgemm(dcol, N, weight, K, true, dout_r, N, false, K, N, Co, 1.0f, 0.0f);
+  col2im(dx, dcol, g);
+}
+
+void conv2d_forward_reference(float* out, const float* x, const float* weight, const float* bias,
+                              int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
+                              int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                              int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+  const ConvGeometry g = check_geometry("conv2d_forward_reference", B, Ci, H, W, Co, kernel_h,
+                                        kernel_w, stride_h, stride_w, pad_h, pad_w);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t co = 0; co < Co; ++co) {
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          float acc = bias ? bias[co] : 0.0f;
+          for (int64_t ci = 0; ci < Ci; ++ci) {
+            for (int64_t ki = 0; ki < kernel_h; ++ki) {
+              const int64_t ih = oh * stride_h - pad_h + ki;
+              if (ih < 0 || ih >= H) continue;
+              for (int64_t kj = 0; kj < kernel_w; ++kj) {
+                const int64_t iw = ow * stride_w - pad_w + kj;
+                if (iw < 0 || iw >= W) continue;
+                acc += weight[((co * Ci + ci) * kernel_h + ki) * kernel_w + kj] *
+                       x[((b * Ci + ci) * H + ih) * W + iw];
+              }
+            }
+          }
+          out[((b * Co + co) * g.Ho + oh) * g.Wo + ow] = acc;
+        }
+      }
+    }
+  }
+}
+
+void conv2d_backward_reference(float* dx, float* dweight, float* dbias, const float* dout,
+                               const float* x, const float* weight, int64_t B, int64_t Ci,
+                               int64_t H, int64_t W, int64_t Co, int64_t kernel_h,
+                               int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+                               int64_t pad_h, int64_t pad_w) {
+  const ConvGeometry g = check_geometry("conv2d_backward_reference", B, Ci, H, W, Co, kernel_h,
+                                        kernel_w, stride_h, stride_w, pad_h, pad_w);
+  if (dx) std::fill(dx, dx + B * Ci * H * W, 0.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t co = 0; co < Co; ++co) {
+      for (int64_t oh = 0; oh < g.Ho; ++oh) {
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          const float d = dout[((b * Co + co) * g.Ho + oh) * g.Wo + ow];
+          if (dbias) dbias[co] += d;
+          for (int64_t ci = 0; ci < Ci; ++ci) {
+            for (int64_t ki = 0; ki < kernel_h; ++ki) {
+              const int64_t ih = oh * stride_h - pad_h + ki;
+              if (ih < 0 || ih >= H) continue;
+              for (int64_t kj = 0; kj < kernel_w; ++kj) {
+                const int64_t iw = ow * stride_w - pad_w + kj;
+                if (iw < 0 || iw >= W) continue;
+                const int64_t wi = ((co * Ci + ci) * kernel_h + ki) * kernel_w + kj;
+                const int64_t xi = ((b * Ci + ci) * H + ih) * W + iw;
+                dweight[wi] += d * x[xi];
+                if (dx) dx[xi] += d * weight[wi];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace safl::cpu

@@ -1,0 +1,272 @@
+// conv2d: gradient checks of x, weight and bias over kernel/stride/padding combinations, the
+// im2col + GEMM path against the direct-loop reference at several thread counts, hand-computed
+// cases, the workspace size, zero-size shapes and argument errors.
+#include <vector>
+
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "ops/conv.h"
+#include "tests/harness.h"
+
+namespace {
+
+using safl::test::Guarded;
+using safl::test::Rng;
+
+struct ConvCase {
+  int64_t B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw;
+  bool bias;
+
+  int64_t Ho() const { return safl::conv2d_output_size(H, kh, sh, ph); }
+  int64_t Wo() const { return safl::conv2d_output_size(W, kw, sw, pw); }
+  size_t x_size() const { return size_t(B * Ci * H * W); }
+  size_t w_size() const { return size_t(Co * Ci * kh * kw); }
+  size_t out_size() const { return size_t(B * Co * Ho() * Wo()); }
+  int64_t workspace() const {
+    return safl::cpu::conv2d_workspace_floats(B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw);
+  }
+  void forward(float* out, float* ws, const float* x, const float* w, const float* b) const {
+    safl::cpu::conv2d_forward(out, ws, x, w, bias ? b : nullptr, B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw);
+  }
+  void backward(float* dx, float* dw, float* db, float* ws, const float* dout, const float* x,
+                const float* w) const {
+    safl::cpu::conv2d_backward(dx, dw, bias ? db : nullptr, ws, dout, x, w, B, Ci, H, W, Co, kh, kw,
+                               sh, sw, ph, pw);
+  }
+  void forward_reference(float* out, const float* x, const float* w, const float* b) const {
+    safl::cpu::conv2d_forward_reference(out, x, w, bias ? b : nullptr, B, Ci, H, W, Co, kh, kw, sh,
+                                        sw, ph, pw);
+  }
+  void backward_reference(float* dx, float* dw, float* db, const float* dout, const float* x,
+                          const float* w) const {
+    safl::cpu::conv2d_backward_reference(dx, dw, bias ? db : nullptr, dout, x, w, B, Ci, H, W, Co,
+                                         kh, kw, sh, sw, ph, pw);
+  }
+};
+
+// The shapes the model uses (3×3 pad 1, 1×1 carrying a stride) and awkward ones: non-square
+// kernels and strides, odd sizes, padding wider than the kernel reach, a single image.
+const std::vector<ConvCase>& cases() {
+  static const std::vector<ConvCase> all = {
+      {2, 3, 4, 5, 4, 1, 1, 1, 1, 0, 0, true},   // pointwise, batched
+      {1, 3, 4, 5, 4, 1, 1, 1, 1, 0, 0, true},   // pointwise, B = 1: x is col
+      {2, 2, 5, 6, 3, 3, 3, 1, 1, 1, 1, true},   // 3×3 same
+      {2, 3, 7, 9, 2, 3, 3, 2, 2, 1, 1, true},   // 3×3 stride 2, odd sizes
+      {2, 3, 6, 5, 4, 1, 1, 2, 2, 0, 0, false},  // 1×1 carrying the stride
+      {1, 2, 5, 7, 3, 2, 3, 2, 1, 0, 1, true},   // non-square kernel, stride and padding
+      {3, 1, 4, 3, 2, 1, 1, 1, 1, 1, 2, true},   // padding beyond the kernel: borders are bias
+      {2, 2, 8, 7, 3, 3, 2, 3, 2, 2, 0, false},  // stride larger than the kernel
+      {1, 2, 3, 3, 2, 3, 3, 1, 1, 0, 0, true},   // kernel covers the whole input: 1×1 output
+  };
+  return all;
+}
+
+SAFL_TEST(conv2d_gradcheck) {
+  Rng rng(11);
+  for (const ConvCase& c : cases()) {
+    std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co), proj(c.out_size());
+    rng.fill_uniform(x.data(), x.size());
+    rng.fill_uniform(w.data(), w.size(), -0.5f, 0.5f);
+    rng.fill_uniform(b.data(), b.size());
+    rng.fill_uniform(proj.data(), proj.size());
+    Guarded out(c.out_size()), ws(size_t(c.workspace())), dx(c.x_size()), dw(c.w_size()), db(c.Co);
+    auto loss = [&] {
+      c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
+      return safl::test::dot(out.data(), proj.data(), proj.size());
+    };
+    auto backward = [&] {
+      dw.fill(0.0f);
+      db.fill(0.0f);
+      c.backward(dx.data(), dw.data(), db.data(), ws.data(), proj.data(), x.data(), w.data());
+    };
+    std::vector<safl::test::GradVar> vars = {{"x", x.data(), dx.data(), x.size()},
+                                             {"weight", w.data(), dw.data(), w.size()}};
+    if (c.bias) vars.push_back({"bias", b.data(), db.data(), b.size()});
+    const std::string name = "conv2d " + std::to_string(c.kh) + "x" + std::to_string(c.kw) + " s" +
+                             std::to_string(c.sh) + "," + std::to_string(c.sw) + " p" +
+                             std::to_string(c.ph) + "," + std::to_string(c.pw) + " B" + std::to_string(c.B);
+    // conv2d is linear in each input, so a large step adds no truncation error and less rounding.
+    safl::test::GradCheckOptions options;
+    options.eps = 1e-2;
+    safl::test::gradcheck(name, vars, loss, backward, options);
+    EXPECT_GUARDS(out, "out");
+    EXPECT_GUARDS(ws, "workspace");
+    EXPECT_GUARDS(dx, "dx");
+    EXPECT_GUARDS(dw, "dweight");
+    EXPECT_GUARDS(db, "dbias");
+    EXPECT_FINITE(out.data(), out.size());
+    EXPECT_FINITE(dx.data(), dx.size());
+  }
+}
+
+SAFL_TEST(conv2d_fast_matches_reference) {
+  std::vector<ConvCase> all = cases();
+  all.push_back({3, 8, 12, 20, 16, 3, 3, 1, 1, 1, 1, true});  // enough work to split into chunks
+  all.push_back({4, 16, 6, 10, 8, 1, 1, 1, 1, 0, 0, false});
+  all.push_back({1, 8, 9, 11, 5, 3, 3, 2, 1, 1, 1, true});
+  Rng rng(12);
+  for (int threads : {1, 2, 3}) {
+    safl::set_num_threads(threads);
+    for (const ConvCase& c : all) {
+      std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co), dout(c.out_size());
+      rng.fill_uniform(x.data(), x.size());
+      rng.fill_uniform(w.data(), w.size());
+      rng.fill_uniform(b.data(), b.size());
+      rng.fill_uniform(dout.data(), dout.size());
+      Guarded out(c.out_size()), out_ref(c.out_size()), ws(size_t(c.workspace()));
+      c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
+      c.forward_reference(out_ref.data(), x.data(), w.data(), b.data());
+      EXPECT_ALL_CLOSE(out.data(), out_ref.data(), out.size(), 1e-4, 1e-5);
+
+      // dweight and dbias start non-zero: backward must add to them.
+      Guarded dx(c.x_size()), dx_ref(c.x_size()), dw(c.w_size(), 0.5f), dw_ref(c.w_size(), 0.5f),
+          db(c.Co, -0.25f), db_ref(c.Co, -0.25f);
+      c.backward(dx.data(), dw.data(), db.data(), ws.data(), dout.data(), x.data(), w.data());
+      c.backward_reference(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data());
+      EXPECT_ALL_CLOSE(dx.data(), dx_ref.data(), dx.size(), 1e-4, 1e-5);
+      EXPECT_ALL_CLOSE(dw.data(), dw_ref.data(), dw.size(), 1e-4, 1e-5);
+      EXPECT_ALL_CLOSE(db.data(), db_ref.data(), db.size(), 1e-4, 1e-5);
+
+      // Without dx: the weight gradient is the same, dx untouched.
+      Guarded dw_only(c.w_size(), 0.5f);
+      c.backward(nullptr, dw_only.data(), nullptr, ws.data(), dout.data(), x.data(), w.data());
+      EXPECT_ALL_CLOSE(dw_only.data(), dw_ref.data(), dw.size(), 1e-4, 1e-5);
+
+      EXPECT_GUARDS(out, "out");
+      EXPECT_GUARDS(ws, "workspace");
+      EXPECT_GUARDS(dx, "dx");
+      EXPECT_GUARDS(dw, "dweight");
+      EXPECT_GUARDS(db, "dbias");
+      EXPECT_GUARDS(dw_only, "dweight without dx");
+    }
+  }
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(conv2d_hand_computed) {
+  // A 3×3 all-ones kernel with padding 1 sums each 3×3 neighbourhood of 1..9.
+  const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  const float w[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  const float bias[1] = {0.5f};
+  const float expected[9] = {12.5f, 21.5f, 16.5f, 27.5f, 45.5f, 33.5f, 24.5f, 39.5f, 28.5f};
+  Guarded out(9), ws(size_t(safl::cpu::conv2d_workspace_floats(1, 1, 3, 3, 1, 3, 3, 1, 1, 1, 1)));
+  safl::cpu::conv2d_forward(out.data(), ws.data(), x, w, bias, 1, 1, 3, 3, 1, 3, 3, 1, 1, 1, 1);
+  EXPECT_ALL_CLOSE(out.data(), expected, 9, 0.0, 1e-6);
+  // Stride 2 keeps the corners: 12, 16, 24, 28.
+  Guarded corners(4), ws2(size_t(safl::cpu::conv2d_workspace_floats(1, 1, 3, 3, 1, 3, 3, 2, 2, 1, 1)));
+  safl::cpu::conv2d_forward(corners.data(), ws2.data(), x, w, nullptr, 1, 1, 3, 3, 1, 3, 3, 2, 2, 1, 1);
+  const float expected_corners[4] = {12, 16, 24, 28};
+  EXPECT_ALL_CLOSE(corners.data(), expected_corners, 4, 0.0, 1e-6);
+  // Backward of the all-ones kernel with dout = 1: dx counts the windows covering each pixel.
+  const float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  const float coverage[9] = {4, 6, 4, 6, 9, 6, 4, 6, 4};
+  Guarded dx(9), dw(9, 0.0f), db(1, 0.0f);
+  safl::cpu::conv2d_backward(dx.data(), dw.data(), db.data(), ws.data(), ones, x, w, 1, 1, 3, 3, 1,
+                             3, 3, 1, 1, 1, 1);
+  EXPECT_ALL_CLOSE(dx.data(), coverage, 9, 0.0, 1e-6);
+  // dweight[ki, kj] sums the input shifted by (ki − 1, kj − 1): the centre sees all of 1..9.
+  const float dw_expected[9] = {12, 21, 16, 27, 45, 33, 24, 39, 28};
+  EXPECT_ALL_CLOSE(dw.data(), dw_expected, 9, 0.0, 1e-5);
+  EXPECT_NEAR(db[0], 9.0, 1e-6);
+  EXPECT_GUARDS(out, "out");
+  EXPECT_GUARDS(corners, "corners");
+  EXPECT_GUARDS(dx, "dx");
+}
+
+SAFL_TEST(conv2d_pointwise_is_matrix_product) {
+  // A 1×1 conv of one image is weight (Co, Ci) × x (Ci, H·W), plus the bias per row.
+  const int64_t Ci = 5, Co = 4, H = 3, W = 7, P = H * W;
+  Rng rng(13);
+  std::vector<float> x(Ci * P), w(Co * Ci), b(Co);
+  rng.fill_uniform(x.data(), x.size());
+  rng.fill_uniform(w.data(), w.size());
+  rng.fill_uniform(b.data(), b.size());
+  std::vector<float> expected(Co * P);
+  for (int64_t co = 0; co < Co; ++co) {
+    for (int64_t p = 0; p < P; ++p) {
+      double acc = b[co];
+      for (int64_t ci = 0; ci < Ci; ++ci) acc += double(w[co * Ci + ci]) * x[ci * P + p];
+      expected[co * P + p] = float(acc);
+    }
+  }
+  EXPECT(safl::cpu::conv2d_workspace_floats(1, Ci, H, W, Co, 1, 1, 1, 1, 0, 0) == 0);
+  Guarded out(Co * P);
+  safl::cpu::conv2d_forward(out.data(), nullptr, x.data(), w.data(), b.data(), 1, Ci, H, W, Co, 1, 1,
+                            1, 1, 0, 0);
+  EXPECT_ALL_CLOSE(out.data(), expected.data(), out.size(), 1e-5, 1e-6);
+  EXPECT_GUARDS(out, "out");
+}
+
+SAFL_TEST(conv2d_workspace_size) {
+  using safl::cpu::conv2d_workspace_floats;
+  // B = 1: col only (K·N). B > 1: col and the (Co, N) product before reordering.
+  EXPECT(conv2d_workspace_floats(1, 3, 32, 64, 16, 3, 3, 1, 1, 1, 1) == 27 * 32 * 64);
+  EXPECT(conv2d_workspace_floats(2, 3, 32, 64, 16, 3, 3, 1, 1, 1, 1) == (27 + 16) * 2 * 32 * 64);
+  EXPECT(conv2d_workspace_floats(4, 8, 6, 10, 16, 1, 1, 1, 1, 0, 0) == (8 + 16) * 4 * 60);
+  EXPECT(conv2d_workspace_floats(1, 8, 6, 10, 16, 1, 1, 2, 1, 0, 0) == 8 * 3 * 10);
+  EXPECT(conv2d_workspace_floats(0, 8, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
+  EXPECT(conv2d_workspace_floats(2, 0, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
+  EXPECT(conv2d_workspace_floats(2, 8, 6, 10, 0, 3, 3, 1, 1, 1, 1) == 0);
+}
+
+SAFL_TEST(conv2d_zero_sizes) {
+  const float w[4] = {1, 2, 3, 4}, b[2] = {0.5f, -1.5f};
+  const float x[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  // B = 0 and Co = 0: nothing to write.
+  Guarded empty(0), ws(size_t(safl::cpu::conv2d_workspace_floats(2, 1, 2, 2, 0, 1, 1, 1, 1, 0, 0)));
+  safl::cpu::conv2d_forward(empty.data(), nullptr, x, w, b, 0, 1, 2, 2, 2, 1, 1, 1, 1, 0, 0);
+  safl::cpu::conv2d_forward(empty.data(), ws.data(), x, w, b, 2, 1, 2, 2, 0, 1, 1, 1, 1, 0, 0);
+  safl::cpu::conv2d_backward(empty.data(), empty.data(), empty.data(), nullptr, x, x, w, 0, 1, 2, 2,
+                             2, 1, 1, 1, 1, 0, 0);
+  EXPECT_GUARDS(empty, "empty");
+  // Co = 0 backward: no output depends on x, so dx is zero.
+  Guarded dx(8);
+  safl::cpu::conv2d_backward(dx.data(), empty.data(), empty.data(), ws.data(), x, x, w, 2, 1, 2, 2, 0,
+                             1, 1, 1, 1, 0, 0);
+  const float zeros[8] = {};
+  EXPECT_ALL_CLOSE(dx.data(), zeros, 8, 0.0, 0.0);
+  EXPECT_GUARDS(dx, "dx");
+  EXPECT_GUARDS(ws, "workspace");
+  // Ci = 0: the output is the bias, and only dbias has a gradient.
+  Guarded out(2 * 2 * 3), db(2, 1.0f);
+  safl::cpu::conv2d_forward(out.data(), nullptr, x, w, b, 2, 0, 1, 3, 2, 1, 1, 1, 1, 0, 0);
+  const float bias_map[12] = {0.5f, 0.5f, 0.5f, -1.5f, -1.5f, -1.5f, 0.5f, 0.5f, 0.5f, -1.5f, -1.5f, -1.5f};
+  EXPECT_ALL_CLOSE(out.data(), bias_map, 12, 0.0, 0.0);
+  safl::cpu::conv2d_backward(empty.data(), empty.data(), db.data(), nullptr, x, x, w, 2, 0, 1, 3, 2, 1,
+                             1, 1, 1, 0, 0);
+  EXPECT_NEAR(db[0], 1.0 + (1 + 2 + 3 + 7 + 8 + 9), 1e-6);
+  EXPECT_NEAR(db[1], 1.0 + (4 + 5 + 6 + 10 + 11 + 12), 1e-6);
+  EXPECT_GUARDS(out, "out");
+  EXPECT_GUARDS(db, "dbias");
+}
+
+SAFL_TEST(conv2d_argument_errors) {
+  float buf[64] = {};
+  using safl::cpu::conv2d_forward;
+  EXPECT_THROWS(conv2d_forward(buf, buf, buf, buf, nullptr, 1, 1, 4, 4, 1, 3, 3, 0, 1, 1, 1),
+                safl::Error, "conv2d_forward: expected stride_h >= 1 but received 0");
+  EXPECT_THROWS(conv2d_forward(buf, buf, buf, buf, nullptr, 1, 1, 4, 4, 1, 3, 0, 1, 1, 1, 1),
+                safl::Error, "conv2d_forward: expected kernel_w >= 1 but received 0");
+  EXPECT_THROWS(conv2d_forward(buf, buf, buf, buf, nullptr, 1, 1, 4, 4, 1, 3, 3, 1, 1, -1, 1),
+                safl::Error, "conv2d_forward: expected pad_h >= 0 but received -1");
+  EXPECT_THROWS(conv2d_forward(buf, buf, buf, buf, nullptr, -2, 1, 4, 4, 1, 3, 3, 1, 1, 1, 1),
+                safl::Error, "conv2d_forward: expected B >= 0 but received -2");
+  EXPECT_THROWS(conv2d_forward(buf, buf, buf, buf, nullptr, 1, 1, 2, 4, 1, 5, 3, 1, 1, 1, 1),
+                safl::Error, "conv2d_forward: expected H + 2*pad_h >= kernel_h (5) but received 4");
+  EXPECT_THROWS(conv2d_forward(buf, nullptr, buf, buf, nullptr, 1, 1, 4, 4, 1, 3, 3, 1, 1, 1, 1),
+                safl::Error, "conv2d_forward: expected a workspace of 144 floats (conv2d_workspace_floats) but received nullptr");
+  EXPECT_THROWS(safl::cpu::conv2d_backward(buf, buf, nullptr, buf, buf, buf, buf, 1, 1, 4, 1, 1, 3, 3,
+                                           1, 1, 1, -3),
+                safl::Error, "conv2d_backward: expected pad_w >= 0 but received -3");
+  EXPECT_THROWS(safl::cpu::conv2d_workspace_floats(1, -1, 4, 4, 1, 3, 3, 1, 1, 1, 1), safl::Error,
+                "conv2d_workspace_floats: expected Ci >= 0 but received -1");
+  bool range_kind = false;
+  try {
+    conv2d_forward(buf, buf, buf, buf, nullptr, 1, 1, 4, 4, 1, 3, 3, 0, 1, 1, 1);
+  } catch (const safl::Error& e) {
+    range_kind = e.kind() == safl::ErrorKind::Range;
+  }
+  EXPECT(range_kind);
+}
+
+}  // namespace
