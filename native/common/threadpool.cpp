@@ -1,8 +1,17 @@
 // Persistent thread pool behind parallel_for / parallel_run (see threadpool.h).
+//
+// Note [spin before sleeping]: a worker that finishes a run polls for the next one for
+// kSpinBeforeSleep before it blocks on the condition variable, and the caller polls for the
+// workers' completion as long before it blocks. Back-to-back parallel regions (a training
+// step issues thousands) then cost about a microsecond to hand out instead of a futex wake-up
+// per worker, which on a virtual machine also lets the scheduler park the woken worker on the
+// caller's core for a while (measured on the 2-vCPU dev machine: 55 µs -> 1.3 µs per empty
+// parallel_run; a 1 ms SGEMM on 2 threads 130 -> 215 GFLOP/s).
 #include "common/threadpool.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -16,6 +25,21 @@ namespace safl {
 namespace {
 
 thread_local bool tls_inside_pool_task = false;
+
+constexpr std::chrono::microseconds kSpinBeforeSleep(200);  // Note [spin before sleeping]
+
+// Polls done() until it holds or kSpinBeforeSleep has passed; true if it holds.
+template <class Done>
+bool spin_until(Done done) {
+  const auto give_up = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= give_up) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
 
 class ThreadPool {
  public:
@@ -40,11 +64,14 @@ class ThreadPool {
       n_tasks_ = n_tasks;
       next_task_.store(0);
       busy_workers_ = static_cast<int>(workers_.size());
+      running_workers_.store(busy_workers_);
       error_ = nullptr;
       ++generation_;
+      published_generation_.store(generation_);
     }
     wake_.notify_all();
     work_through_tasks();
+    spin_until([&] { return running_workers_.load() == 0; });
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return busy_workers_ == 0; });
     task_ = nullptr;
@@ -54,6 +81,7 @@ class ThreadPool {
  private:
   void start(int threads) {
     quit_ = false;
+    quit_flag_.store(false);
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
 
@@ -61,6 +89,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       quit_ = true;
+      quit_flag_.store(true);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
@@ -88,6 +117,7 @@ class ThreadPool {
     uint64_t seen = 0;
     for (;;) {
       {
+        spin_until([&] { return published_generation_.load() != seen || quit_flag_.load(); });
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
         if (quit_) return;
@@ -96,6 +126,7 @@ class ThreadPool {
       work_through_tasks();
       {
         std::lock_guard<std::mutex> lock(mutex_);
+        running_workers_.store(busy_workers_ - 1);
         if (--busy_workers_ == 0) done_.notify_one();
       }
     }
@@ -111,6 +142,11 @@ class ThreadPool {
   int busy_workers_ = 0;
   uint64_t generation_ = 0;
   bool quit_ = false;
+  // Mirrors of generation_, busy_workers_ and quit_ that the spinning loops read without the
+  // mutex (Note [spin before sleeping]); the mutex-guarded fields stay the source of truth.
+  std::atomic<uint64_t> published_generation_{0};
+  std::atomic<int> running_workers_{0};
+  std::atomic<bool> quit_flag_{false};
   std::exception_ptr error_;
 };
 

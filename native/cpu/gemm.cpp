@@ -1,8 +1,31 @@
-// CPU GEMM (see ops/gemm.h): the plain reference. The packed, cache-blocked SIMD path replaces
-// sgemm's body and keeps sgemm_reference as its oracle.
+// CPU GEMM (see ops/gemm.h): the plain reference, and the fast path sgemm runs.
+//
+// The fast path is the classic packed, cache-blocked scheme. The product is cut into blocks
+// (loop order below), op(A) and op(B) blocks are copied into contiguous panels (gemm_kernels.h
+// has the layouts), and a register-tile micro-kernel computes MR × NR tiles of C from them:
+//
+//   for each row block of C (mc <= kMC rows)
+//     for each depth block (kc <= kKC)                 pack A[mc × kc]   (stays in L2/L3)
+//       for each column block (nc <= kNC columns)      pack B[kc × nc]   (stays in L2)
+//         for each MR-row panel of the A block         (its kc × MR panel stays in L1)
+//           for each NR-column panel of the B block    micro-kernel: one MR × NR tile of C
+//
+// The first depth block applies beta; later ones accumulate (beta = 1). The micro-kernel and
+// the packing exist per SIMD level (gemm_kernel_{generic,avx2,avx512}.cpp), picked at each call
+// from simd_level(). Threads split C into a grid of rectangles (Note [how sgemm uses threads]).
 #include "ops/gemm.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+
+#include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/threadpool.h"
+#include "cpu/gemm_kernels.h"
 
 namespace safl::cpu {
 
@@ -23,10 +46,186 @@ void sgemm_reference(float* C, int64_t ldc, const float* A, int64_t lda, bool tr
   }
 }
 
+namespace {
+
+using gemm_detail::GemmKernels;
+
+// Block sizes (floats), tuned on the model's shapes (native/bench/bench_gemm.cpp) with the
+// AVX-512 8 × 48 tile: a kKC × kNC block of packed B (1 MiB) stays in a core's L2 while a
+// kKC × MR panel of A (12 KiB) stays in L1 and sweeps it; a kMC × kKC block of A (2.3 MiB) is
+// packed once per depth block and B once per row block.
+constexpr int64_t kKC = 384;
+constexpr int64_t kNC = 672;  // a multiple of 48 and 16
+constexpr int64_t kMC = 1536;
+
+// Note [how sgemm uses threads]: C is split into a tm × tn grid of rectangles ("jobs"), each
+// computed with its own packing, so jobs never wait for each other. The pool's threads claim
+// jobs one at a time from a shared counter: with up to kJobsPerThread jobs per thread, a thread
+// that the OS (or a busy neighbour on a shared machine) slows down simply takes fewer of them,
+// where one fixed rectangle per thread would keep everyone waiting for it. The grid minimises
+// the estimated finish time, (rounds of jobs) × (largest job's cost), counting multiply-adds
+// with the padding of partial MR × NR tiles plus the packing each job repeats (kPackCost
+// multiply-adds per packed float); among grids within 3% of the best it takes the finest.
+// A job gets at least kMinFlopsPerTask (8 MFLOP, some 50 µs of one core): waking the pool costs
+// several µs on an idle machine and tens of µs on a busy one, so small products run on the
+// calling thread alone.
+constexpr double kPackCost = 8.0;
+constexpr double kMinFlopsPerTask = 1 << 23;
+constexpr int64_t kJobsPerThread = 4;
+
+const GemmKernels& kernels_for(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::Avx512: return gemm_detail::gemm_kernels_avx512();
+    case SimdLevel::Avx2: return gemm_detail::gemm_kernels_avx2();
+    default: return gemm_detail::gemm_kernels_generic();
+  }
+}
+
+// Note [thread-local packing buffers]: packing buffers belong to the thread that runs a task,
+// not to the task index: sgemm may be called concurrently from several threads (two
+// AsyncWorkers, or the bodies of a parallel_for, where each nested sgemm runs as task 0), and
+// they must not share scratch. Each thread keeps its largest buffers (at most about 3.4 MiB)
+// for the next call.
+class PackBuffer {
+ public:
+  float* get(size_t floats) {
+    if (floats > capacity_) {
+      const size_t bytes = (floats * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+      storage_.reset(static_cast<float*>(std::aligned_alloc(kAlign, bytes)));
+      SAFL_CHECK(storage_ != nullptr, "sgemm: could not allocate ", bytes, " bytes of packing buffer");
+      capacity_ = floats;
+    }
+    return storage_.get();
+  }
+
+ private:
+  static constexpr size_t kAlign = 64;
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> storage_;
+  size_t capacity_ = 0;
+};
+
+struct Product {
+  float* C;
+  int64_t ldc;
+  const float* A;
+  int64_t lda;
+  bool trans_a;
+  const float* B;
+  int64_t ldb;
+  bool trans_b;
+  int64_t K;
+  float alpha;
+  float beta;
+};
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+// C[m0:m1, n0:n1] of the product, blocked and packed as in the file header.
+void multiply_block(const GemmKernels& kernels, const Product& p, int64_t m0, int64_t m1,
+                    int64_t n0, int64_t n1) {
+  thread_local PackBuffer a_buffer, b_buffer;
+  const int64_t mr = kernels.mr, nr = kernels.nr;
+  const int64_t kc_max = std::min(kKC, p.K);
+  float* a_packed = a_buffer.get(size_t(round_up(std::min(kMC, m1 - m0), mr) * kc_max));
+  float* b_packed = b_buffer.get(size_t(round_up(std::min(kNC, n1 - n0), nr) * kc_max));
+  for (int64_t ic = m0; ic < m1; ic += kMC) {
+    const int64_t mc = std::min(kMC, m1 - ic);
+    for (int64_t pc = 0; pc < p.K; pc += kKC) {
+      const int64_t kc = std::min(kKC, p.K - pc);
+      const float beta = pc == 0 ? p.beta : 1.0f;
+      kernels.pack_a(a_packed, p.A, p.lda, p.trans_a, ic, mc, pc, kc);
+      for (int64_t jc = n0; jc < n1; jc += kNC) {
+        const int64_t nc = std::min(kNC, n1 - jc);
+        kernels.pack_b(b_packed, p.B, p.ldb, p.trans_b, pc, kc, jc, nc);
+        for (int64_t ir = 0; ir < mc; ir += mr) {
+          const int64_t rows = std::min(mr, mc - ir);
+          float* c_row = p.C + (ic + ir) * p.ldc + jc;
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            kernels.micro_kernel(kc, a_packed + ir * kc, b_packed + jr * kc, c_row + jr, p.ldc,
+                                 rows, std::min(nr, nc - jr), p.alpha, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+struct Grid {
+  int64_t rows = 1, cols = 1;
+};
+
+// See Note [how sgemm uses threads].
+Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int threads) {
+  const int64_t row_panels = (M + mr - 1) / mr, col_panels = (N + nr - 1) / nr;
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, int64_t(flops / kMinFlopsPerTask)));
+  if (workers == 1) return Grid{};
+  const int64_t max_jobs = std::min<int64_t>(workers * kJobsPerThread, int64_t(flops / kMinFlopsPerTask));
+  Grid best;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int64_t tm = 1; tm <= std::min(max_jobs, row_panels); ++tm) {
+    for (int64_t tn = 1; tm * tn <= max_jobs && tn <= col_panels; ++tn) {
+      const double m = double((row_panels + tm - 1) / tm * mr);
+      const double n = double((col_panels + tn - 1) / tn * nr);
+      const double repacks_of_b = std::ceil(m / double(kMC));
+      const double rounds = double((tm * tn + workers - 1) / workers);
+      const double cost = rounds * (m * n * double(K) + kPackCost * double(K) * (m + n * repacks_of_b));
+      if (cost < best_cost * 0.97 || (cost < best_cost * 1.03 && tm * tn > best.rows * best.cols)) {
+        best_cost = std::min(best_cost, cost);
+        best = {tm, tn};
+      }
+    }
+  }
+  return best;
+}
+
+// C = beta · C over an M × N block; beta == 0 writes zeros without reading C.
+void scale_c(float* C, int64_t ldc, int64_t M, int64_t N, float beta) {
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = C + i * ldc;
+    if (beta == 0.0f) {
+      std::fill(row, row + N, 0.0f);
+    } else if (beta != 1.0f) {
+      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+    }
+  }
+}
+
+}  // namespace
+
 void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, const float* B,
            int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
   SAFL_CHECK_RANGE(M >= 0 && N >= 0 && K >= 0, "sgemm: expected M, N, K >= 0 but received ", M, ", ", N, ", ", K);
-  sgemm_reference(C, ldc, A, lda, trans_a, B, ldb, trans_b, M, N, K, alpha, beta);
+  SAFL_CHECK_RANGE(lda >= (trans_a ? M : K), "sgemm: expected lda >= ", trans_a ? "M" : "K",
+                   " (", trans_a ? M : K, ") but received ", lda);
+  SAFL_CHECK_RANGE(ldb >= (trans_b ? K : N), "sgemm: expected ldb >= ", trans_b ? "K" : "N",
+                   " (", trans_b ? K : N, ") but received ", ldb);
+  SAFL_CHECK_RANGE(ldc >= N, "sgemm: expected ldc >= N (", N, ") but received ", ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    scale_c(C, ldc, M, N, beta);
+    return;
+  }
+  const GemmKernels& kernels = kernels_for(simd_level());
+  const Product product{C, ldc, A, lda, trans_a, B, ldb, trans_b, K, alpha, beta};
+  const Grid grid = choose_grid(M, N, K, kernels.mr, kernels.nr, num_threads());
+  const int64_t row_panels = (M + kernels.mr - 1) / kernels.mr;
+  const int64_t col_panels = (N + kernels.nr - 1) / kernels.nr;
+  const int64_t jobs = grid.rows * grid.cols;
+  std::atomic<int64_t> next_job{0};
+  parallel_run(int(jobs), [&](int, int) {
+    for (int64_t job = next_job++; job < jobs; job = next_job++) {
+      const int64_t gi = job / grid.cols, gj = job % grid.cols;
+      const int64_t m0 = row_panels * gi / grid.rows * kernels.mr;
+      const int64_t m1 = std::min(M, row_panels * (gi + 1) / grid.rows * kernels.mr);
+      const int64_t n0 = col_panels * gj / grid.cols * kernels.nr;
+      const int64_t n1 = std::min(N, col_panels * (gj + 1) / grid.cols * kernels.nr);
+      if (m0 < m1 && n0 < n1) multiply_block(kernels, product, m0, m1, n0, n1);
+    }
+  });
 }
 
 }  // namespace safl::cpu

@@ -2,8 +2,16 @@
 //   op(A) is (M, K): A is (M, K) with row stride lda, or (K, M) when trans_a.
 //   op(B) is (K, N): B is (K, N) with row stride ldb, or (N, K) when trans_b.
 //   C is (M, N) with row stride ldc. beta == 0 overwrites C without reading it (NaNs in C vanish).
+//   Strides must cover a stored row: lda >= (trans_a ? M : K), ldb >= (trans_b ? K : N),
+//   ldc >= N (the CPU sgemm throws a RangeError otherwise). M, N or K = 0 is allowed: K = 0 (or
+//   alpha = 0) scales C by beta without reading A or B.
 // Every matrix product of the model goes through sgemm: linear layers, convolution (im2col),
 // attention projections.
+//
+// The CPU sgemm (native/cpu/gemm.cpp) packs and blocks for the caches, runs AVX-512, AVX2/FMA
+// or portable micro-kernels as simd_level() says, and splits large products over the thread
+// pool (a call from inside a pool task runs serially). It is safe to call from several threads
+// at once. Results can differ from sgemm_reference in the last bits (another summation order).
 #pragma once
 #include "ops/backend.h"
 
@@ -17,7 +25,7 @@ SAFL_DECLARE_FOR_BACKENDS(SAFL_GEMM_DECLS)
 
 namespace safl::cpu {
 // The readable reference (triple loop, float accumulation in k order), the oracle for the fast
-// paths. Same contract as sgemm.
+// paths. Same contract as sgemm, without its argument checks.
 void sgemm_reference(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a,
                      const float* B, int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K,
                      float alpha, float beta);

@@ -1,0 +1,209 @@
+// SGEMM: the fast path (packed, blocked, per-SIMD-level micro-kernels, threaded) against
+// sgemm_reference, over every SIMD level this CPU supports, every transpose combination, odd
+// sizes and tile edges, padded strides, alpha/beta (beta = 0 over NaN-filled C), 1–3 threads,
+// zero sizes, nested calls from pool tasks, and the argument check.
+#include <cstring>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "ops/gemm.h"
+#include "tests/harness.h"
+
+namespace {
+
+using safl::SimdLevel;
+
+std::vector<SimdLevel> supported_levels() {
+  std::vector<SimdLevel> levels;
+  for (SimdLevel level : {SimdLevel::Generic, SimdLevel::Avx2, SimdLevel::Avx512}) {
+    if (level <= safl::simd_level_supported()) levels.push_back(level);
+  }
+  return levels;
+}
+
+struct Case {
+  int64_t M, N, K;
+  bool trans_a, trans_b;
+  int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // extra floats at the end of each row
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+// Compares sgemm with sgemm_reference on the same data at every supported SIMD level and 1, 2
+// and 3 threads (both restored afterwards). C lives in a Guarded buffer whose row padding must
+// come back bit-for-bit unchanged; with beta == 0 it starts as NaN, which must not leak into the
+// result.
+bool check_case(const Case& c, uint64_t seed) {
+  safl::test::Rng rng(seed);
+  const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
+  const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
+  const int64_t lda = a_cols + c.pad_a, ldb = b_cols + c.pad_b, ldc = c.N + c.pad_c;
+  std::vector<float> A(size_t(std::max<int64_t>(1, a_rows * lda)));
+  std::vector<float> B(size_t(std::max<int64_t>(1, b_rows * ldb)));
+  rng.fill_uniform(A.data(), A.size());
+  rng.fill_uniform(B.data(), B.size());
+  const size_t c_size = c.M == 0 ? 0 : size_t((c.M - 1) * ldc + c.N);
+  safl::test::Guarded C(c_size);
+  if (c.beta != 0.0f) rng.fill_uniform(C.data(), c_size);
+  const std::vector<float> initial(C.data(), C.data() + c_size);
+  std::vector<float> expected = initial;
+  safl::cpu::sgemm_reference(expected.data(), ldc, A.data(), lda, c.trans_a, B.data(), ldb,
+                             c.trans_b, c.M, c.N, c.K, c.alpha, c.beta);
+  // Float sums of K terms in another order: the difference grows with K.
+  const double atol = 1e-6 * double(c.K + 1) * std::max(1.0f, std::fabs(c.alpha));
+
+  bool all_ok = true;
+  const SimdLevel initial_level = safl::simd_level();
+  for (SimdLevel level : supported_levels()) {
+    safl::set_simd_level(level);
+    for (int threads : {1, 2, 3}) {
+      safl::set_num_threads(threads);
+      std::copy(initial.begin(), initial.end(), C.data());
+      safl::cpu::sgemm(C.data(), ldc, A.data(), lda, c.trans_a, B.data(), ldb, c.trans_b, c.M,
+                       c.N, c.K, c.alpha, c.beta);
+      bool ok = C.check("C", __FILE__, __LINE__);
+      for (int64_t i = 0; i < c.M && ok; ++i) {
+        const float* row = C.data() + i * ldc;
+        ok = safl::test::count_non_finite(row, size_t(c.N)) == 0 &&
+             safl::test::all_close("C row", row, expected.data() + i * ldc, size_t(c.N), 1e-5, atol);
+        if (ok && c.pad_c > 0 && i + 1 < c.M) {
+          ok = std::memcmp(row + c.N, initial.data() + i * ldc + c.N, sizeof(float) * size_t(c.pad_c)) == 0;
+        }
+      }
+      if (!ok) {
+        std::printf("    failed: %s, %d threads, M %lld N %lld K %lld, trans %d%d, pads %lld/%lld/%lld, alpha %g beta %g\n",
+                    safl::simd_level_name(level), threads, (long long)c.M, (long long)c.N,
+                    (long long)c.K, c.trans_a, c.trans_b, (long long)c.pad_a, (long long)c.pad_b,
+                    (long long)c.pad_c, c.alpha, c.beta);
+      }
+      all_ok = all_ok && ok;
+    }
+  }
+  safl::set_simd_level(initial_level);
+  safl::set_num_threads(safl::hardware_threads());
+  return all_ok;
+}
+
+}  // namespace
+
+SAFL_TEST(sgemm_matches_reference_small_and_odd) {
+  // Sizes around the register tiles (generic 4×16, AVX2 6×16, AVX-512 8×48 with 16-column
+  // steps) and their edges.
+  const int64_t sizes[][3] = {{1, 1, 1},    {2, 3, 1},   {5, 7, 3},    {6, 16, 8},
+                              {8, 48, 5},   {9, 49, 17}, {7, 17, 2},   {4, 33, 31},
+                              {25, 97, 64}, {37, 70, 29}, {3, 130, 16}, {13, 47, 33}};
+  uint64_t seed = 1;
+  for (const auto& s : sizes) {
+    for (int t = 0; t < 4; ++t) {
+      Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0};
+      EXPECT(check_case(c, seed++));
+      c.pad_a = 3, c.pad_b = 5, c.pad_c = 2, c.alpha = 0.5f, c.beta = 1.5f;
+      EXPECT(check_case(c, seed++));
+    }
+  }
+}
+
+SAFL_TEST(sgemm_matches_reference_across_blocks_and_threads) {
+  // Large enough to cross the depth block (K > 384), the column block (N > 672), the row block
+  // (M > 1536), and to be split over two tasks (2·M·N·K >= 2 · 2^23) or three (>= 3 · 2^23).
+  const Case cases[] = {
+      {61, 45, 400, false, false, 1, 2, 3, 1.0f, 0.0f},
+      {1600, 5, 3, false, true, 0, 1, 0, -1.0f, 1.0f},
+      {7, 700, 20, true, false, 2, 0, 1, 2.0f, -0.5f},
+      {97, 301, 300, false, false, 0, 3, 0, 1.0f, 0.0f},
+      {229, 241, 250, true, true, 1, 1, 1, 0.25f, 1.0f},
+  };
+  uint64_t seed = 1000;
+  for (const Case& base : cases) {
+    for (int t = 0; t < 4; ++t) {
+      Case c = base;
+      c.trans_a = base.trans_a != ((t & 1) != 0);
+      c.trans_b = base.trans_b != ((t & 2) != 0);
+      EXPECT(check_case(c, seed++));
+    }
+  }
+}
+
+SAFL_TEST(sgemm_zero_sizes_and_zero_alpha) {
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+    // M or N = 0: nothing to write (the guards catch any write).
+    EXPECT(check_case({0, 5, 3, ta, tb}, 7));
+    EXPECT(check_case({4, 0, 3, ta, tb}, 8));
+    EXPECT(check_case({0, 0, 0, ta, tb}, 9));
+    // K = 0: C = beta · C; beta = 0 turns the NaN fill into zeros.
+    EXPECT(check_case({4, 5, 0, ta, tb, 0, 0, 2, 1.0f, 0.0f}, 10));
+    EXPECT(check_case({4, 5, 0, ta, tb, 0, 0, 2, 1.0f, 2.0f}, 11));
+  }
+  // alpha = 0: C = beta · C without reading A or B (null pointers are fine).
+  safl::test::Guarded C(6);
+  for (int i = 0; i < 6; ++i) C[i] = float(i);
+  safl::cpu::sgemm(C.data(), 3, nullptr, 4, false, nullptr, 3, false, 2, 3, 4, 0.0f, 0.5f);
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(C[i], 0.5 * i, 0.0);
+  safl::cpu::sgemm(C.data(), 3, nullptr, 2, true, nullptr, 4, true, 2, 3, 4, 0.0f, 0.0f);
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(C[i], 0.0, 0.0);
+  EXPECT_GUARDS(C, "C");
+}
+
+SAFL_TEST(sgemm_hand_computed) {
+  // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50]; with alpha 2, beta 1 over C = 1.
+  const float A[] = {1, 2, 3, 4}, B[] = {5, 6, 7, 8};
+  const float expected[] = {39, 45, 87, 101};
+  const SimdLevel initial = safl::simd_level();
+  for (SimdLevel level : supported_levels()) {
+    safl::set_simd_level(level);
+    safl::test::Guarded C(4, 1.0f);
+    safl::cpu::sgemm(C.data(), 2, A, 2, false, B, 2, false, 2, 2, 2, 2.0f, 1.0f);
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(C[i], expected[i], 0.0);
+    // Aᵀ · Bᵀ = (B · A)ᵀ: [[5 6; 7 8] · [1 2; 3 4]]ᵀ = [23 31; 34 46].
+    safl::test::Guarded T(4);
+    safl::cpu::sgemm(T.data(), 2, A, 2, true, B, 2, true, 2, 2, 2, 1.0f, 0.0f);
+    const float expected_t[] = {23, 31, 34, 46};
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(T[i], expected_t[i], 0.0);
+    EXPECT_GUARDS(C, "C");
+    EXPECT_GUARDS(T, "T");
+  }
+  safl::set_simd_level(initial);
+}
+
+SAFL_TEST(sgemm_nested_in_pool_tasks) {
+  // sgemm called from the bodies of a parallel_for runs on several pool threads at once (each
+  // call serial, see Note [thread-local packing buffers]); every product must be right. The
+  // products are big enough that a top-level call would use two tasks.
+  safl::set_num_threads(3);
+  const int64_t count = 4, M = 200, N = 210, K = 220;
+  safl::test::Rng rng(5);
+  std::vector<float> A(size_t(count * M * K)), B(size_t(count * K * N));
+  rng.fill_uniform(A.data(), A.size());
+  rng.fill_uniform(B.data(), B.size());
+  std::vector<float> C(size_t(count * M * N)), expected(C.size());
+  safl::parallel_for(0, count, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      safl::cpu::sgemm(C.data() + i * M * N, N, A.data() + i * M * K, K, false,
+                       B.data() + i * K * N, N, false, M, N, K, 1.0f, 0.0f);
+    }
+  });
+  for (int64_t i = 0; i < count; ++i) {
+    safl::cpu::sgemm_reference(expected.data() + i * M * N, N, A.data() + i * M * K, K, false,
+                               B.data() + i * K * N, N, false, M, N, K, 1.0f, 0.0f);
+  }
+  EXPECT_ALL_CLOSE(C.data(), expected.data(), C.size(), 1e-5, 1e-6 * K);
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(sgemm_argument_errors) {
+  float c = 0.0f;
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 1, &c, 1, false, &c, 1, false, -1, 1, 1, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected M, N, K >= 0 but received -1, 1, 1");
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 1, &c, 1, false, &c, 1, false, 1, 1, -2, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected M, N, K >= 0 but received 1, 1, -2");
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 5, &c, 2, false, &c, 5, false, 4, 5, 3, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected lda >= K (3) but received 2");
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 5, &c, 3, true, &c, 5, false, 4, 5, 3, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected lda >= M (4) but received 3");
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 5, &c, 3, false, &c, 2, true, 4, 5, 3, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected ldb >= K (3) but received 2");
+  EXPECT_THROWS(safl::cpu::sgemm(&c, 4, &c, 3, false, &c, 5, false, 4, 5, 3, 1.0f, 0.0f),
+                safl::Error, "sgemm: expected ldc >= N (5) but received 4");
+}
