@@ -82,7 +82,10 @@ class ThreadPool {
   void start(int threads) {
     quit_ = false;
     quit_flag_.store(false);
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    // A new worker has seen every run so far: starting from 0 after a resize would make it take
+    // part in a finished run and unbalance busy_workers_.
+    const uint64_t current = generation_;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, current] { worker_loop(current); });
   }
 
   void stop() {
@@ -113,8 +116,7 @@ class ThreadPool {
     tls_inside_pool_task = was_inside;
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         spin_until([&] { return published_generation_.load() != seen || quit_flag_.load(); });

@@ -1,6 +1,7 @@
 // Thread pool and SIMD dispatch: coverage of parallel_for ranges, exceptions crossing threads,
 // nesting, resizing, and the SIMD level override.
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <vector>
 
@@ -52,4 +53,21 @@ SAFL_TEST(simd_level_override) {
   EXPECT(safl::simd_level() == best);
   if (best != safl::SimdLevel::Avx512)
     EXPECT_THROWS(safl::set_simd_level(safl::SimdLevel::Avx512), safl::Error, "expected a level up to");
+}
+
+// A resize between runs must not let new workers replay an old run (they once started from
+// generation 0, took part in a finished run and left the pool waiting forever). A stress test:
+// the race needs unlucky timing, so it caught the bug in only some runs.
+SAFL_TEST(threadpool_resize_between_runs) {
+  for (int round = 0; round < 5000; ++round) {
+    safl::set_num_threads(2 + round % 2);
+    // A varying pause lets the new workers start before, during or after the next run.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(round % 120);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    std::atomic<int64_t> sum{0};
+    safl::parallel_for(0, 8, 1, [&](int64_t lo, int64_t hi) { sum += hi - lo; });
+    EXPECT(sum.load() == 8);
+  }
+  safl::set_num_threads(safl::hardware_threads());
 }
