@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// Whole-network CPU benchmark, safl side by side with the PyTorch peer (../shared/peers/torch_safl.py)
+// in one run: images/s and peak RSS per config, batch size and mode, and the ratio safl / peer.
+// Each measurement is its own process (so peak RSS is per measurement), and safl and the peer
+// alternate for every row so machine noise hits both alike.
+//
+//   node bench/model.js [--configs tiny,base] [--batches 1,64] [--modes greedy,forward] [--threads 2]
+//                       [--peer ../shared/peers/torch_safl.py] [--python /usr/bin/python3]
+//
+// Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
+// + Adam). Needs the native benchmark (node scripts/build-native.js --tests) and, for the peer,
+// Debian's python3-torch.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+
+const root = path.join(__dirname, '..');
+const { values } = parseArgs({
+  options: {
+    configs: { type: 'string', default: 'tiny,base' },
+    batches: { type: 'string', default: '1,64' },
+    modes: { type: 'string', default: 'greedy,forward' },
+    threads: { type: 'string', default: '2' },
+    peer: { type: 'string', default: path.join(root, '..', 'shared', 'peers', 'torch_safl.py') },
+    python: { type: 'string', default: '/usr/bin/python3' },
+  },
+});
+
+const ours = path.join(root, 'build', 'safl_bench_model');
+if (!fs.existsSync(ours)) {
+  console.error(`bench/model.js: ${ours} not found; build it with: node scripts/build-native.js --tests`);
+  process.exit(1);
+}
+if (!fs.existsSync(values.peer)) {
+  console.error(`bench/model.js: the peer ${values.peer} was not found (--peer)`);
+  process.exit(1);
+}
+
+// Fewer repetitions where one is long; enough that each measurement takes a few seconds.
+function steps(config, batch, mode) {
+  if (batch === 1) return mode === 'train' ? 10 : 20;
+  return config === 'base' ? 2 : 4;
+}
+
+function runJson(command, args) {
+  const result = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${result.stderr}`);
+  const line = result.stdout.trim().split('\n').pop();
+  return JSON.parse(line);
+}
+
+// The peer's own main() in a wrapper that adds its peak RSS (ru_maxrss, KiB on Linux).
+const PEER_WRAPPER = `
+import json, resource, runpy, sys, io, contextlib
+peer = sys.argv[1]; sys.argv = [peer] + sys.argv[2:]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    runpy.run_path(peer, run_name="__main__")
+res = json.loads(out.getvalue().strip().splitlines()[-1])
+res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps(res))
+`;
+
+// The peer measures greedy and teacher-forced decoding in one process ('infer'), training in another.
+function peerRun(config, batch, peerMode, threads) {
+  const stepsFor = peerMode === 'train' ? steps(config, batch, 'train') : steps(config, batch, 'greedy');
+  return runJson(values.python, ['-c', PEER_WRAPPER, values.peer, '--config', config, '--batch', `${batch}`,
+    '--threads', threads, '--steps', `${stepsFor}`, '--mode', peerMode]);
+}
+
+const PEER_KEYS = { greedy: 'infer_greedy_img_per_s', forward: 'infer_teacher_forced_img_per_s', train: 'train_img_per_s' };
+
+function safl(config, batch, mode, threads) {
+  const res = runJson(ours, ['--config', config, '--batch', `${batch}`, '--mode', mode, '--threads', threads,
+    '--steps', `${steps(config, batch, mode)}`]);
+  return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd };
+}
+
+const rows = [];
+let torchVersion = '';
+let simd = '';
+for (const config of values.configs.split(',')) {
+  for (const batch of values.batches.split(',').map(Number)) {
+    const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON for this (config, batch)
+    for (const mode of values.modes.split(',')) {
+      const s = safl(config, batch, mode, values.threads);
+      const peerMode = mode === 'train' ? 'train' : 'infer';
+      if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, peerRun(config, batch, peerMode, values.threads));
+      const res = peerRuns.get(peerMode);
+      const p = { imgPerS: res[PEER_KEYS[mode]], rss: res.peak_rss_mib };
+      torchVersion = res.torch;
+      simd = s.simd;
+      rows.push({ config, batch, mode, safl: s, peer: p });
+      process.stderr.write(`${config} b${batch} ${mode}: safl ${s.imgPerS} img/s, peer ${p.imgPerS} img/s\n`);
+    }
+  }
+}
+
+// Ratios against the peer's greedy and teacher-forced numbers of the same run.
+console.log(`safl vs PyTorch ${torchVersion} peer, ${values.threads} threads, safl SIMD ${simd}\n`);
+console.log('| config | batch | mode | safl img/s | peer img/s | safl / peer | safl peak RSS MiB | peer peak RSS MiB |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  console.log(`| ${r.config} | ${r.batch} | ${r.mode} | ${r.safl.imgPerS.toFixed(1)} | ${r.peer.imgPerS.toFixed(1)} | ` +
+    `${(r.safl.imgPerS / r.peer.imgPerS).toFixed(2)}× | ${r.safl.rss.toFixed(0)} | ${r.peer.rss.toFixed(0)} |`);
+}
+const greedyVsForward = rows.filter((r) => r.mode === 'greedy').map((r) => {
+  const fwd = rows.find((q) => q.config === r.config && q.batch === r.batch && q.mode === 'forward');
+  return fwd ? `| ${r.config} | ${r.batch} | ${(r.safl.imgPerS / fwd.peer.imgPerS).toFixed(2)}× |` : null;
+}).filter(Boolean);
+if (greedyVsForward.length) {
+  console.log('\nsafl greedy vs the peer\'s teacher-forced forward (same run):\n');
+  console.log('| config | batch | safl greedy / peer teacher-forced |');
+  console.log('|---|---|---|');
+  for (const line of greedyVsForward) console.log(line);
+}
