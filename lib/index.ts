@@ -1,9 +1,17 @@
-// safl's public API. Reading text in word images (Recognizer) and training arrive with the model;
-// this module exposes the native core: what it was built with, and its thread pool.
+// safl's public API: Recognizer reads the text in word images; info() and setThreads() describe
+// and size the native core. Training arrives with the trainer.
 import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
 import * as check from './validate.js';
 
 export type { Device, SimdLevel } from './native.js';
+export { Recognizer, defaultModelPath } from './recognizer.js';
+export type { CreateOptions, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
+export type { ImageInput, RawImage } from './image.js';
+export { MAX_PIXELS } from './image.js';
+export type { RecognizedChar } from './charset.js';
+export { DEFAULT_CHARSET } from './charset.js';
+export type { ModelConfig, ModelMetadata } from './model-file.js';
+export { MODEL_FORMAT } from './model-file.js';
 
 /** What this installation of safl can run on. */
 export interface Info {

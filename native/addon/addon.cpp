@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "addon/model_binding.h"
 #include "addon/napi_util.h"
 #include "addon/promise_worker.h"
 #include "common/cpu_features.h"
@@ -127,6 +128,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setSimd", Napi::Function::New(env, SetSimd, "setSimd"));
   exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+  register_model_binding(env, exports);
   return exports;
 }
 

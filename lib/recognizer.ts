@@ -1,0 +1,435 @@
+// Recognizer: reads the text in word images with a SAFL model. It loads a model file (or makes an
+// untrained model), decodes images with sharp (lib/image.ts), and runs the network in the native
+// addon (native/addon/model_binding.cpp) off the event loop.
+//
+// Note [batching pipeline]: every input becomes a job. Jobs are decoded as they arrive (at most
+// two batches' worth at a time, so a long queue does not hold thousands of decoded images) and
+// wait in `ready`; the network runs on up to batchSize ready images at a time, one native call in
+// flight per model. While a batch runs natively, the next images decode on libuv's workers: a
+// two-stage pipeline. A batch starts when batchSize images are ready or when nothing more is being
+// decoded, so concurrent calls from many callers merge into full batches, and a lone call does not
+// wait for company. Each job settles its own promise: one bad image fails only its own input.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
+import { checkInput, decodeImage, toTensor, type CheckedInput, type ImageInput } from './image.js';
+import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
+import { addonFor, loadCpuAddon, loadCudaAddon, packageRoot, type Device } from './native.js';
+import { describe } from './validate.js';
+import * as check from './validate.js';
+
+/** One recognised word. */
+export interface RecognitionResult {
+  /** The word: `chars` joined. */
+  text: string;
+  /** The word's confidence in [0, 1]: the product of its characters' probabilities and of the end-of-word's. */
+  confidence: number;
+  /** Each character with its probability. */
+  chars: RecognizedChar[];
+}
+
+/** Options of {@link Recognizer.load} and {@link Recognizer.create}. */
+export interface RecognizerOptions {
+  /**
+   * Where the network runs: 'cpu', 'cuda', or 'auto' (default). The network runs on the CPU for
+   * now: 'auto' picks the CPU, and 'cuda' throws (see {@link Recognizer.load}).
+   */
+  device?: Device;
+  /**
+   * Size of the native thread pool, 1…1024 (default: the hardware threads). The pool is shared by
+   * the whole process, so this sets it for every recogniser.
+   */
+  threads?: number;
+  /** Most images per native call, 1…1024 (default 32). */
+  batchSize?: number;
+  /** Beam width of the decoder, 1…64; 1 (the default) is greedy decoding. */
+  beamWidth?: number;
+}
+
+/** Options of {@link Recognizer.create}. */
+export interface CreateOptions extends RecognizerOptions {
+  /**
+   * 'tiny' (default) or 'base' (DESIGN.md §1, Configs), or a whole configuration; its
+   * `num_classes` may be left out (it follows from the charset).
+   */
+  config?: 'tiny' | 'base' | (Omit<ModelConfig, 'num_classes'> & { num_classes?: number });
+  /** The characters the model reads: a string or an array of single characters (default: the 94 printable ASCII characters without space). */
+  charset?: string | readonly string[];
+  /** Seed of the random initialisation, an integer 0…2^53−1 (default 0). */
+  seed?: number;
+}
+
+/** Options of {@link Recognizer.save}. */
+export interface SaveOptions {
+  /** 'float32' (default) or 'float16' (half the size; values rounded to nearest even). */
+  dtype?: 'float32' | 'float16';
+  /** A JSON-serialisable summary of the training, stored in the file (default: the model's current one). */
+  training?: Record<string, unknown>;
+}
+
+// The addon's NativeModel (native/addon/model_binding.cpp).
+interface NativeWord {
+  tokens: Int32Array;
+  probs: Float32Array;
+  confidence: number;
+}
+interface NativeModel {
+  config(): string;
+  metadata(): Record<string, string>;
+  recognize(images: Float32Array, batch: number, beamWidth: number): Promise<NativeWord[]>;
+  save(dtype: 'float32' | 'float16', metadata: Record<string, string>): Promise<Buffer>;
+  close(): void;
+}
+interface NativeModelClass {
+  preset(name: 'tiny' | 'base', numClasses: number): string;
+  create(configJson: string, seed: number): Promise<NativeModel>;
+  fromBuffer(bytes: Uint8Array, source: string): Promise<NativeModel>;
+}
+
+interface Job {
+  input: CheckedInput;
+  resolve(result: RecognitionResult): void;
+  reject(error: Error): void;
+  pixels?: Buffer; // decoded, (in_h, in_w, 3) bytes
+}
+
+/** A first-in first-out queue with O(1) removal from the front. */
+class Queue<T> {
+  #items: T[] = [];
+  #head = 0;
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+  push(item: T): void {
+    this.#items.push(item);
+  }
+  shift(): T | undefined {
+    if (this.#head === this.#items.length) return undefined;
+    const item = this.#items[this.#head++];
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+}
+
+const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+const DTYPES = ['float32', 'float16'] as const;
+const PRESETS = ['tiny', 'base'] as const;
+const CLOSED = 'the recognizer is closed';
+const constructing = Symbol('Recognizer');
+
+interface CheckedOptions {
+  device: Device;
+  threads: number | undefined;
+  batchSize: number;
+  beamWidth: number;
+}
+
+function checkOptions(options: Record<string, unknown>): CheckedOptions {
+  return {
+    device: options.device === undefined ? 'auto' : check.oneOf(options.device, 'device', DEVICES),
+    threads: options.threads === undefined ? undefined : check.integer(options.threads, 'threads', 1, 1024),
+    batchSize: options.batchSize === undefined ? 32 : check.integer(options.batchSize, 'batchSize', 1, 1024),
+    beamWidth: options.beamWidth === undefined ? 1 : check.integer(options.beamWidth, 'beamWidth', 1, 64),
+  };
+}
+
+/** A beam cannot be wider than the number of classes it chooses from. */
+function checkBeamWidth(beamWidth: number, numClasses: number): void {
+  check.integer(beamWidth, 'beamWidth', 1, Math.min(64, numClasses));
+}
+
+/** The NativeModel class of the addon that runs `device`. */
+function nativeModelClass(device: Device): NativeModelClass {
+  if (device === 'cuda') {
+    addonFor('cuda'); // throws "device 'cuda' is not available: <reason>" when there is no GPU
+    throw new Error("device 'cuda': the network's CUDA backend is not available yet");
+  }
+  return (loadCpuAddon() as unknown as { NativeModel: NativeModelClass }).NativeModel;
+}
+
+/** Sizes the native thread pool of every loaded addon (as setThreads() in index.ts). */
+function setPoolThreads(threads: number): void {
+  loadCpuAddon().setThreads(threads);
+  loadCudaAddon()?.setThreads(threads);
+}
+
+/**
+ * The shortest decimal that reads back as the same float32: the native side stores dropout as a
+ * float, and 0.1 should stay 0.1 in configs and model files, not 0.10000000149011612.
+ */
+function shortestFloat32(x: number): number {
+  for (let digits = 1; digits < 9; digits++) {
+    const candidate = Number(x.toPrecision(digits));
+    if (Math.fround(candidate) === Math.fround(x)) return candidate;
+  }
+  return x;
+}
+
+/** Where {@link Recognizer.load} looks for the model shipped with the package. */
+export function defaultModelPath(): string {
+  return path.join(packageRoot, 'models', 'default.safetensors');
+}
+
+/**
+ * Reads the text in cropped word images.
+ *
+ * Calls may come from anywhere and at any time: inputs from concurrent {@link Recognizer.recognize}
+ * calls are merged into batches (up to `batchSize` images per native call), images are decoded
+ * while the previous batch runs, and the event loop is never blocked by the network.
+ *
+ * @example
+ * ```ts
+ * import { Recognizer } from 'safl';
+ * const recognizer = await Recognizer.load('model.safetensors', { batchSize: 64 });
+ * const { text, confidence } = await recognizer.recognize('word.png');
+ * const words = await recognizer.recognize(['a.png', 'b.jpg', pngBuffer]);
+ * await recognizer.close();
+ * ```
+ */
+export class Recognizer {
+  /** The network's configuration. */
+  readonly config: Readonly<ModelConfig>;
+  /** The characters the model reads; class i is charset[i]. */
+  readonly charset: readonly string[];
+  /** The training summary stored in the model file ({} for an untrained model). */
+  readonly training: Readonly<Record<string, unknown>>;
+  /** Where the network runs ('cpu' until the network's CUDA backend arrives). */
+  readonly device: 'cpu' | 'cuda';
+  /** Most images per native call. */
+  readonly batchSize: number;
+  /** Beam width of the decoder (1: greedy). */
+  readonly beamWidth: number;
+
+  #model: NativeModel;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #waiting = new Queue<Job>();
+  #decoding = 0;
+  #ready: Job[] = [];
+  #running = false;
+  #idleWaiters: Array<() => void> = [];
+
+  /** Use {@link Recognizer.load} or {@link Recognizer.create}. */
+  private constructor(token: symbol, model: NativeModel, charset: string[], training: Record<string, unknown>, options: CheckedOptions) {
+    if (token !== constructing) throw new TypeError('Recognizer is made by Recognizer.load() or Recognizer.create()');
+    this.#model = model;
+    const config = JSON.parse(model.config()) as ModelConfig;
+    config.dropout = shortestFloat32(config.dropout);
+    this.config = Object.freeze(config);
+    this.charset = Object.freeze(charset);
+    this.training = Object.freeze(training);
+    this.device = 'cpu';
+    this.batchSize = options.batchSize;
+    this.beamWidth = options.beamWidth;
+  }
+
+  /**
+   * Loads a model file.
+   * @param model - a path to a `.safetensors` model file, or its bytes; without it, the model
+   *   installed with the package (`models/default.safetensors`).
+   * @param options - device ('auto' | 'cpu' | 'cuda', default 'auto'), threads (1…1024),
+   *   batchSize (1…1024, default 32), beamWidth (1…64, default 1).
+   * @throws TypeError / RangeError for a bad argument ("Expected <what> for <option> but received <value>").
+   * @throws Error naming the file: missing, empty, not a safl model file, an unsupported format
+   *   version, invalid metadata, or a tensor that is truncated, of the wrong shape or not finite.
+   * @throws Error for device 'cuda': "device 'cuda' is not available: <reason>" without a GPU, and
+   *   "device 'cuda': the network's CUDA backend is not available yet" with one.
+   * @example
+   * ```ts
+   * const recognizer = await Recognizer.load('model.safetensors', { device: 'cpu', threads: 4 });
+   * ```
+   */
+  static async load(model?: string | Uint8Array, options?: RecognizerOptions): Promise<Recognizer> {
+    if (model !== undefined && typeof model !== 'string' && !(model instanceof Uint8Array)) {
+      throw new TypeError(`Expected a path or a Buffer for model but received ${describe(model)}`);
+    }
+    const checked = checkOptions(check.options(options, 'options'));
+    const nativeClass = nativeModelClass(checked.device);
+    let source: string;
+    let bytes: Uint8Array;
+    if (typeof model === 'string' || model === undefined) {
+      source = model ?? defaultModelPath();
+      if (model === undefined && !existsSync(source)) {
+        throw new Error(`no default model is installed (expected ${source}); pass a model file to Recognizer.load()`);
+      }
+      bytes = await readModelFile(source);
+    } else {
+      source = 'model buffer';
+      bytes = model;
+    }
+    const metadata = readMetadata(bytes, source);
+    checkBeamWidth(checked.beamWidth, metadata.config.num_classes);
+    const native = await nativeClass.fromBuffer(bytes, source);
+    if (checked.threads !== undefined) setPoolThreads(checked.threads);
+    return new Recognizer(constructing, native, metadata.charset, metadata.training, checked);
+  }
+
+  /**
+   * Makes a new, untrained model (random weights, deterministic in `seed`): the start of training,
+   * and a way to get model files for tests.
+   * @param options - config ('tiny' default, 'base', or a whole configuration), charset, seed, and
+   *   the options of {@link Recognizer.load}.
+   * @throws TypeError / RangeError for a bad option; Error naming the configuration field at fault.
+   * @example
+   * ```ts
+   * const fresh = await Recognizer.create({ config: 'tiny', charset: '0123456789', seed: 1 });
+   * await fresh.save('digits-untrained.safetensors');
+   * ```
+   */
+  static async create(options?: CreateOptions): Promise<Recognizer> {
+    const raw = check.options(options, 'options');
+    const checked = checkOptions(raw);
+    const charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
+    const seed = raw.seed === undefined ? 0 : check.integer(raw.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
+    const numClasses = charset.length + SPECIAL_CLASSES;
+    checkBeamWidth(checked.beamWidth, numClasses);
+    const nativeClass = nativeModelClass(checked.device);
+    let configJson: string;
+    if (raw.config === undefined || typeof raw.config === 'string') {
+      configJson = nativeClass.preset(raw.config === undefined ? 'tiny' : check.oneOf(raw.config, 'config', PRESETS), numClasses);
+    } else {
+      const config = check.options(raw.config, 'config');
+      if (config.num_classes !== undefined && config.num_classes !== numClasses) {
+        throw new RangeError(
+          `Expected ${numClasses} (the charset's ${charset.length} characters + ${SPECIAL_CLASSES}) for config.num_classes but received ${describe(config.num_classes)}`,
+        );
+      }
+      configJson = JSON.stringify({ ...config, num_classes: numClasses });
+    }
+    const native = await nativeClass.create(configJson, seed);
+    if (checked.threads !== undefined) setPoolThreads(checked.threads);
+    return new Recognizer(constructing, native, charset, {}, checked);
+  }
+
+  /**
+   * Reads the word in one image, or in each of an array of images.
+   *
+   * An input is a path, a Buffer (or Uint8Array) holding an encoded image (anything sharp reads:
+   * PNG, JPEG, WebP, TIFF, GIF, AVIF…), or raw pixels `{ data, width, height, channels }`. Images
+   * are oriented by their EXIF tag, flattened on white, converted to RGB and resized to the model's
+   * input size (64×256) without keeping the aspect ratio.
+   *
+   * @returns one result for one input; for an array, an array of results in the same order.
+   * @throws TypeError / RangeError for an input of the wrong type or raw pixels whose length does
+   *   not match their size (option names "input", or "input[i]" in an array).
+   * @throws Error naming the input (its path, or "input[i]"): missing or unreadable file, empty
+   *   file, an image over 100 megapixels, or "not a decodable image (…)". For an array, the call
+   *   rejects with the first error, which carries the input's position as `index`; the other inputs
+   *   are still read (use one call per input to get every result and every error).
+   * @throws Error "the recognizer is closed" after {@link Recognizer.close}.
+   */
+  recognize(input: ImageInput): Promise<RecognitionResult>;
+  recognize(inputs: readonly ImageInput[]): Promise<RecognitionResult[]>;
+  async recognize(input: ImageInput | readonly ImageInput[]): Promise<RecognitionResult | RecognitionResult[]> {
+    if (this.#closed) throw new Error(CLOSED);
+    if (!Array.isArray(input)) return this.#submit(checkInput(input, 'input'));
+    const checked = (input as readonly unknown[]).map((item, i) => checkInput(item, `input[${i}]`));
+    return Promise.all(
+      checked.map((item, index) =>
+        this.#submit(item).catch((err: Error) => {
+          throw Object.assign(err, { index });
+        }),
+      ),
+    );
+  }
+
+  /**
+   * Writes the model to a safetensors file, atomically (a temporary file, flushed, then renamed).
+   * @param file - where to write (a `.safetensors` path).
+   * @param options - dtype 'float32' (default) or 'float16'; training, a JSON summary to store.
+   * @throws TypeError / RangeError for a bad option; Error "<file>: could not write (…)";
+   *   Error "the recognizer is closed".
+   */
+  async save(file: string, options?: SaveOptions): Promise<void> {
+    if (typeof file !== 'string' || file === '') throw new TypeError(`Expected a path for file but received ${describe(file)}`);
+    const raw = check.options(options, 'options');
+    const dtype = raw.dtype === undefined ? 'float32' : check.oneOf(raw.dtype, 'dtype', DTYPES);
+    const training = raw.training === undefined ? this.training : check.options(raw.training, 'training');
+    if (this.#closed) throw new Error(CLOSED);
+    const bytes = await this.#model.save(dtype, encodeMetadata(this.config, this.charset, training));
+    await writeFileAtomic(file, bytes);
+  }
+
+  /**
+   * Waits for the work already asked for, then frees the model's native memory. Later calls reject
+   * with "the recognizer is closed". Calling it again returns the same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#closing = this.#idle().then(() => this.#model.close());
+    }
+    return this.#closing;
+  }
+
+  #submit(input: CheckedInput): Promise<RecognitionResult> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ input, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  #idle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    return this.#waiting.length === 0 && this.#decoding === 0 && this.#ready.length === 0 && !this.#running;
+  }
+
+  // Note [batching pipeline].
+  #pump(): void {
+    const { in_h: height, in_w: width } = this.config;
+    while (this.#waiting.length > 0 && this.#decoding + this.#ready.length < 2 * this.batchSize) {
+      const job = this.#waiting.shift() as Job;
+      this.#decoding++;
+      decodeImage(job.input, height, width)
+        .then(
+          (pixels) => {
+            job.pixels = pixels;
+            this.#ready.push(job);
+          },
+          (err: Error) => job.reject(err),
+        )
+        .finally(() => {
+          this.#decoding--;
+          this.#pump();
+        });
+    }
+    const full = this.#ready.length >= this.batchSize;
+    const nothingComing = this.#decoding === 0 && this.#waiting.length === 0;
+    if (!this.#running && this.#ready.length > 0 && (full || nothingComing)) {
+      this.#running = true;
+      this.#runBatch(this.#ready.splice(0, this.batchSize)).finally(() => {
+        this.#running = false;
+        this.#pump();
+      });
+    }
+    if (this.#isIdle()) for (const wake of this.#idleWaiters.splice(0)) wake();
+  }
+
+  async #runBatch(batch: Job[]): Promise<void> {
+    const { in_h: height, in_w: width } = this.config;
+    const size = 3 * height * width;
+    const images = new Float32Array(batch.length * size);
+    batch.forEach((job, i) => {
+      toTensor(job.pixels as Buffer, images, i * size, height, width);
+      job.pixels = undefined;
+    });
+    let words: NativeWord[];
+    try {
+      words = await this.#model.recognize(images, batch.length, this.beamWidth);
+    } catch (err) {
+      for (const job of batch) job.reject(err as Error);
+      return;
+    }
+    batch.forEach((job, i) => {
+      const { tokens, probs, confidence } = words[i];
+      job.resolve({ ...decodeTokens(tokens, probs, this.charset), confidence });
+    });
+  }
+}
