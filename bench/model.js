@@ -8,7 +8,7 @@
 //                       [--peer ../shared/peers/torch_safl.py] [--python /usr/bin/python3]
 //
 // Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
-// + Adam). Needs the native benchmark (node scripts/build-native.js --tests) and, for the peer,
+// + Adam). Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
 // Debian's python3-torch.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -30,7 +30,7 @@ const { values } = parseArgs({
 
 const ours = path.join(root, 'build', 'safl_bench_model');
 if (!fs.existsSync(ours)) {
-  console.error(`bench/model.js: ${ours} not found; build it with: node scripts/build-native.js --tests`);
+  console.error(`bench/model.js: ${ours} not found; build it with: node scripts/native-tests.js --build-only`);
   process.exit(1);
 }
 if (!fs.existsSync(values.peer)) {

@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // Builds the native addons with cmake-js (offline: node-api-headers supplies the headers).
 //   node scripts/build-native.js            build/Release/safl.node (+ safl_cuda.node when nvcc is found)
-//   node scripts/build-native.js --tests    also the native test binary and benchmarks (build/safl_tests …)
 //   node scripts/build-native.js --if-needed  skip when a prebuilt or built addon already loads (npm install)
 // Extra --CD<VAR>=<value> arguments are passed to CMake (e.g. --CDSAFL_CUDA=OFF); the SAFL_CUDA
 // environment variable (AUTO, ON, OFF) does the same for the CUDA backend, e.g. during npm install.
@@ -26,7 +25,7 @@ const cmakeArgs = [
   cmakeJs,
   'compile',
   '--directory', root,
-  `--CDSAFL_BUILD_TESTS=${args.includes('--tests') ? 'ON' : 'OFF'}`,
+  '--CDSAFL_BUILD_TESTS=OFF',
   ...(process.env.SAFL_CUDA ? [`--CDSAFL_CUDA=${process.env.SAFL_CUDA}`] : []),
   ...args.filter((a) => a.startsWith('--CD')),
 ];
