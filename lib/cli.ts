@@ -6,6 +6,7 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { glob, isDynamicPattern } from 'tinyglobby';
+import { evalCommand } from './commands/eval.js';
 import { info, setThreads } from './index.js';
 import { Recognizer, defaultModelPath, type RecognitionResult } from './recognizer.js';
 import * as check from './validate.js';
@@ -15,6 +16,7 @@ const HELP = `Usage: safl <command> [options]
 Commands:
   info            show the version, devices, SIMD path and threads of the native core
   recognize       read the text in word images (files, directories, globs or a list on stdin)
+  eval            measure a model's word accuracy on labelled datasets
 
 Options:
   -h, --help      show help for safl or a command
@@ -344,6 +346,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'info') return infoCommand(rest);
   if (command === 'recognize') return recognizeCommand(rest);
+  if (command === 'eval') return evalCommand(rest);
   process.stderr.write(`safl: unknown command '${command}'\n\n${HELP}`);
   return 1;
 }
