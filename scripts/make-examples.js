@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// Remakes examples/synth-*.png: a few word images from the synthetic generator (seed 1, samples 0
+// to 7) at their natural size, for the README, and prints a Markdown table of them with their labels.
+//
+//   npx tsc -p . && node scripts/make-examples.js
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const sharp = require('sharp');
+const { renderSample } = require('../dist/synth/index.js');
+
+const SEED = 1;
+const COUNT = 8;
+const dir = path.join(__dirname, '..', 'examples');
+
+(async () => {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const old of fs.readdirSync(dir).filter((f) => /^synth-\d+\.png$/.test(f))) fs.rmSync(path.join(dir, old));
+  console.log('| image | label | font |');
+  console.log('|---|---|---|');
+  for (let i = 0; i < COUNT; i++) {
+    const { image, label, font } = await renderSample(SEED, i);
+    const input = Buffer.isBuffer(image) ? sharp(image) : sharp(image.data, { raw: image });
+    const file = path.join(dir, `synth-${i}.png`);
+    await input.png({ compressionLevel: 9 }).toFile(file);
+    console.log(`| ![${label}](examples/synth-${i}.png) | \`${label.replace(/[|`]/g, '\\$&')}\` | ${font} |`);
+  }
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
