@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { evalCommand } from './commands/eval.js';
 import { synthCommand } from './commands/synth.js';
+import { trainCommand } from './commands/train.js';
 import { info, setThreads } from './index.js';
 import { Recognizer, defaultModelPath, type RecognitionResult } from './recognizer.js';
 import * as check from './validate.js';
@@ -19,6 +20,7 @@ Commands:
   recognize       read the text in word images (files, directories, globs or a list on stdin)
   eval            measure a model's word accuracy on labelled datasets
   synth           render synthetic word images into a folder or an LMDB dataset
+  train           train a recogniser (tiny, base or your own config) on folders, LMDB or synth
 
 Options:
   -h, --help      show help for safl or a command
@@ -350,6 +352,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'recognize') return recognizeCommand(rest);
   if (command === 'eval') return evalCommand(rest);
   if (command === 'synth') return synthCommand(rest);
+  if (command === 'train') return trainCommand(rest);
   process.stderr.write(`safl: unknown command '${command}'\n\n${HELP}`);
   return 1;
 }

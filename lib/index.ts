@@ -64,3 +64,27 @@ export function setThreads(threads: number): void {
   loadCpuAddon().setThreads(n);
   loadCudaAddon()?.setThreads(n);
 }
+
+export { Trainer, learningRate, CHECKPOINT_FORMAT, MAX_CONSECUTIVE_SKIPS } from './trainer.js';
+export type {
+  TrainOptions,
+  TrainerCreateOptions,
+  TrainerResumeOptions,
+  TrainData,
+  WeightedSource,
+  StepReport,
+  ValidationReport,
+  TrainResult,
+  Schedule,
+  LossName,
+  OptimizerName,
+  UnknownCharPolicy,
+  LongLabelPolicy,
+} from './trainer.js';
+export { openSource, parseSourceSpec } from './data/index.js';
+export { FolderSource } from './data/folder.js';
+export { LmdbSource, LmdbWriter, writeLmdb } from './data/lmdb.js';
+export { MixedSource, MixedSampler } from './data/mix.js';
+export { LabelEncoder } from './data/labels.js';
+export type { DataSource, Sample } from './data/source.js';
+export { createSynthSource, renderSample } from './synth/index.js';

@@ -8,6 +8,7 @@
 #include "addon/model_binding.h"
 #include "addon/napi_util.h"
 #include "addon/promise_worker.h"
+#include "addon/train_binding.h"
 #include "common/cpu_features.h"
 #include "common/threadpool.h"
 #include "ops/gemm.h"
@@ -129,6 +130,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setSimd", Napi::Function::New(env, SetSimd, "setSimd"));
   exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
   register_model_binding(env, exports);
+  register_train_binding(env, exports);
   return exports;
 }
 

@@ -516,13 +516,13 @@ void Network::init_random(uint64_t seed) {
     if (ends_with(spec.name, ".running_var")) std::fill_n(m.buffers.begin() + spec.offset, spec.numel, 1.0f);
 }
 
-void Network::load(const SafeTensors& file) {
+void Network::load(const SafeTensors& file, bool allow_extra) {
   Impl& m = *impl_;
   std::set<std::string> known;
   for (const TensorSpec& spec : m.layout.params) known.insert(spec.name);
   for (const TensorSpec& spec : m.layout.buffers) known.insert(spec.name);
   for (const TensorInfo& t : file.tensors())
-    SAFL_CHECK(known.count(t.name), "model file: unexpected tensor '", t.name,
+    SAFL_CHECK(allow_extra || known.count(t.name), "model file: unexpected tensor '", t.name,
                "' (not part of this model's layout)");
   // Read into fresh storage so that a failure leaves the network as it was.
   std::vector<float> params(m.layout.param_floats), buffers(m.layout.buffer_floats);

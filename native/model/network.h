@@ -53,8 +53,10 @@ class Network {
   void init_random(uint64_t seed);
 
   // Copies every tensor of the layout from a parsed model file, checking shapes and finiteness
-  // (errors name the tensor). Tensors in the file that the layout does not know are an error.
-  void load(const SafeTensors& file);
+  // (errors name the tensor). Tensors in the file that the layout does not know are an error,
+  // unless allow_extra: a training checkpoint also holds the optimizer's moments, which its
+  // reader (native/addon/train_binding.cpp) takes and checks itself.
+  void load(const SafeTensors& file, bool allow_extra = false);
   // The parameters and buffers as a safetensors file, float32 or float16.
   std::vector<uint8_t> save(DType dtype, const std::map<std::string, std::string>& metadata) const;
 
