@@ -24,6 +24,7 @@
 #include "common/cpu_features.h"
 #include "common/error.h"
 #include "common/threadpool.h"
+#include "cpu/lane_sums.h"
 
 namespace safl::cpu {
 namespace {
@@ -182,6 +183,7 @@ void attention_backward_reference(float* dq, float* dk, float* dv, const float* 
 namespace {
 
 constexpr int64_t kQueryTile = 32;  // queries of one forward task, sharing each staged key tile
+constexpr int64_t kMultiplyAddsPerTask = 1 << 15;  // the least work of a forward chunk
 constexpr int64_t kGroup = 4;       // query rows computed together, sharing each load of a tile
 constexpr int64_t kWidestLanes = 16;
 static_assert(kQueryTile % kGroup == 0, "a query tile is made of whole groups");
@@ -374,6 +376,29 @@ struct Fused {
     return p;
   }
 
+  // Scores of one query row against the `keys` key rows (stride ld) of a tile: lane j = Σ_d
+  // q[d]·k_j[d], 0 past `keys`. Each key's products are summed W lanes at a time and the tile's
+  // W partial vectors are reduced together (Note [transposed sums] in lane_sums.h).
+  static Lanes tile_scores(const float* q_row, const float* key_rows, int64_t ld, int64_t keys,
+                           int64_t Dh) {
+    Lanes partial[W] = {};
+    const int64_t full = Dh - Dh % W;
+    for (int64_t j = 0; j < keys; ++j) {
+      const float* k_row = key_rows + j * ld;
+      Lanes products = {};
+      for (int64_t c = 0; c < full; c += W) products += load(q_row + c) * load(k_row + c);
+      if (full < Dh) {  // the columns past the last whole vector go to lane 0
+        float tail = 0.0f;
+        for (int64_t c = full; c < Dh; ++c) tail += q_row[c] * k_row[c];
+        products += select(first_lanes(1), splat(tail), splat(0.0f));
+      }
+      partial[j] = products;
+    }
+    float scores[W];
+    lanes::transposed_sums<W>(scores, partial);
+    return load(scores);
+  }
+
   // Forward of the one query i of head h, batch b: a decoding step (T = 1) or a tile's single
   // row. The scores are dot products with the key rows where they are (a transposed key tile
   // would serve one row only).
@@ -391,8 +416,7 @@ struct Fused {
     const int64_t key_end = s.visible_keys(i);
     for (int64_t j0 = 0; j0 < key_end; j0 += W) {
       const int64_t keys = std::min<int64_t>(W, key_end - j0);
-      float scores[W] = {};
-      for (int64_t j = 0; j < keys; ++j) scores[j] = dot_lanes(q_row, kh + (j0 + j) * s.ld_kv, Dh);
+      const Lanes scores = tile_scores(q_row, kh + j0 * s.ld_kv, s.ld_kv, keys, Dh);
       // Value rows are read in place when Dh is a multiple of W, else staged with zero padding.
       const float* value_rows = vh + j0 * s.ld_kv;
       int64_t value_ld = s.ld_kv;
@@ -401,7 +425,7 @@ struct Fused {
         value_rows = value_tile;
         value_ld = Dp;
       }
-      const Lanes masked = select(first_lanes(keys), scale * load(scores), splat(-INFINITY));
+      const Lanes masked = select(first_lanes(keys), scale * scores, splat(-INFINITY));
       float probs[W];
       store(probs, online_softmax_step(masked, run_max, run_sum, acc, Dp));
       accumulate<1>(acc, Dp, probs, W, 1, value_rows, value_ld, keys);
@@ -605,7 +629,11 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const Tensors t{out, lse, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, q, k, v};
   const ForwardTileFn kernel = forward_kernel();
   const int64_t query_tiles = (T + kQueryTile - 1) / kQueryTile;
-  parallel_for(0, B * H * query_tiles, 1, [&](int64_t lo, int64_t hi) {
+  // A decoding step's tasks (one query against a few dozen keys) are too small to hand out
+  // one by one: a chunk gathers about kMultiplyAddsPerTask multiply-adds.
+  const int64_t task_work = std::max<int64_t>(1, std::min(T, kQueryTile) * S * Dh);
+  const int64_t grain = std::max<int64_t>(1, kMultiplyAddsPerTask / task_work);
+  parallel_for(0, B * H * query_tiles, grain, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch(static_cast<size_t>(forward_scratch_size(Dh)));
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t bh = task / query_tiles, tile = task % query_tiles;

@@ -12,10 +12,23 @@
 //     dout_r[Co, N] = dout reordered,   dweight[Co, K] += dout_r × colᵀ,
 //     dcol[K, N] = weightᵀ × dout_r,    dx = col2im(dcol).
 // The workspace holds col (reused for dcol) followed by y or dout_r.
+//
+// Note [kernel rows that only see padding]: on a short map (the last ResNet stages run on 2×25
+// and 1×25) some kernel rows of a padded conv meet only the zero padding for a whole output row:
+// at H = 1 a 3×3 kernel's top and bottom rows never touch the input, at H = 2 each output row
+// misses one of them. im2col would lay out those taps as zeros and the GEMM would multiply them
+// (two thirds of the work at H = 1). When at least a quarter of the taps are such zeros, the
+// output rows are cut into bands of consecutive rows that see the same kernel rows
+// [k_lo, k_hi), and each band is one GEMM of Note [one GEMM per batch] with
+// K = Ci·(k_hi − k_lo)·kernel_w: im2col lays out only those kernel rows, for the band's output
+// rows, and the weight columns of those kernel rows are gathered into the workspace. The bands'
+// dx contributions overlap (two output rows read the same input rows), so col2im adds into a dx
+// zeroed once; their weight gradients are added into dweight's columns.
 #include "ops/conv.h"
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "common/error.h"
 #include "common/threadpool.h"
@@ -24,6 +37,14 @@
 namespace safl::cpu {
 namespace {
 
+// Output rows [oh0, oh1) that see kernel rows [k_lo, k_hi) (Note [kernel rows that only see
+// padding]); the whole output with every kernel row is the band of Note [one GEMM per batch].
+struct Band {
+  int64_t oh0, oh1, k_lo, k_hi;
+  int64_t rows() const { return oh1 - oh0; }
+  int64_t kernel_rows() const { return k_hi - k_lo; }
+};
+
 struct ConvGeometry {
   int64_t B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw;
   int64_t Ho, Wo;
@@ -31,13 +52,53 @@ struct ConvGeometry {
   int64_t spatial_out() const { return Ho * Wo; }
   int64_t N() const { return B * Ho * Wo; }
   bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+  // Output rows as wide as the input rows, one step apart (Note [im2col of a same-size
+  // stride-1 conv]).
+  bool same_rows() const { return sw == 1 && sh == 1 && Wo == W; }
   // The layout of Note [one GEMM per batch]: which scratch pieces are needed.
   bool needs_col() const { return !(pointwise() && B == 1); }
   bool needs_reorder() const { return B > 1; }
   int64_t col_floats() const { return needs_col() ? K() * N() : 0; }
+  Band whole() const { return {0, Ho, 0, kh}; }
+  // The kernel rows that output row oh meets: those whose input row is inside [0, H).
+  Band band_of_row(int64_t oh) const {
+    const int64_t top = oh * sh - ph;
+    return {oh, oh + 1, std::clamp<int64_t>(-top, 0, kh), std::clamp<int64_t>(H - top, 0, kh)};
+  }
+  // Note [kernel rows that only see padding]: banded when a quarter of the taps see only padding.
+  bool banded() const {
+    int64_t padding_taps = 0;
+    for (int64_t oh = 0; oh < Ho; ++oh) padding_taps += kh - band_of_row(oh).kernel_rows();
+    return 4 * padding_taps >= Ho * kh;
+  }
+  std::vector<Band> bands() const {
+    std::vector<Band> out;
+    for (int64_t oh = 0; oh < Ho; ++oh) {
+      const Band row = band_of_row(oh);
+      if (!out.empty() && out.back().k_lo == row.k_lo && out.back().k_hi == row.k_hi) {
+        out.back().oh1 = oh + 1;
+      } else {
+        out.push_back(row);
+      }
+    }
+    return out;
+  }
+  // Banded workspace: the largest band's col and (Co, N) product, and two (Co, K) weight slices
+  // (the gathered weight and the band's weight gradient).
+  int64_t banded_workspace_floats() const {
+    int64_t col = 0, product = 0, slice = 0;
+    for (const Band& band : bands()) {
+      const int64_t k = Ci * band.kernel_rows() * kw, n = B * band.rows() * Wo;
+      col = std::max(col, k * n);
+      product = std::max(product, Co * n);
+      slice = std::max(slice, Co * k);
+    }
+    return col + product + 2 * slice;
+  }
   // Nothing is multiplied when K or Co is 0 (the output is the bias, dx is zero).
   int64_t workspace_floats() const {
     if (K() == 0 || Co == 0) return 0;
+    if (banded()) return banded_workspace_floats();
     return col_floats() + (needs_reorder() ? Co * N() : 0);
   }
 };
@@ -82,22 +143,49 @@ void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_
   *lo = std::min(first, *hi);
 }
 
-// col[(ci, ki, kj), (b, oh, ow)] = x[b, ci, oh·sh − ph + ki, ow·sw − pw + kj], 0 in the padding.
-void im2col(float* col /* (K, N) */, const float* x /* (B, Ci, H, W) */, const ConvGeometry& g) {
-  const int64_t N = g.N(), HWo = g.spatial_out();
-  parallel_for(0, g.K() * g.B, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+// Note [im2col of a same-size stride-1 conv]: with stride 1 and Wo = W, the valid output rows
+// of one (ci, ki, kj) row of col are one contiguous run of the input plane, shifted by
+// (ki − ph)·W + kj − pw: one copy, then the few columns whose source lies in the padding (and
+// that the copy took from the neighbouring input row) are set to zero. The short rows of the
+// late stages (25 floats) cost a copy call each otherwise.
+
+// col[(ci, ki, kj), (b, oh, ow)] = x[b, ci, oh·sh − ph + ki, ow·sw − pw + kj], 0 in the padding,
+// for the band's kernel rows ki and output rows oh.
+void im2col(float* col /* (Ci·kernel_rows·kw, B·rows·Wo) */, const float* x /* (B, Ci, H, W) */,
+            const ConvGeometry& g, const Band& band) {
+  const int64_t kv = band.kernel_rows(), plane = band.rows() * g.Wo, N = g.B * plane;
+  parallel_for(0, g.Ci * kv * g.kw * g.B, grain_for(plane), [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t row = task / g.B, b = task % g.B;
-      const int64_t ci = row / (g.kh * g.kw), ki = (row / g.kw) % g.kh, kj = row % g.kw;
-      const float* plane = x + (b * g.Ci + ci) * g.H * g.W;
-      float* dst = col + row * N + b * HWo;
+      const int64_t ci = row / (kv * g.kw), ki = band.k_lo + (row / g.kw) % kv, kj = row % g.kw;
+      const float* x_plane = x + (b * g.Ci + ci) * g.H * g.W;
+      float* dst = col + row * N + b * plane;  // output row oh at (oh − oh0)·Wo
       int64_t oh_lo, oh_hi, ow_lo, ow_hi;
       valid_range(ki - g.ph, g.sh, g.H, g.Ho, &oh_lo, &oh_hi);
       valid_range(kj - g.pw, g.sw, g.W, g.Wo, &ow_lo, &ow_hi);
-      std::fill(dst, dst + oh_lo * g.Wo, 0.0f);
+      oh_lo = std::clamp(oh_lo, band.oh0, band.oh1);
+      oh_hi = std::clamp(oh_hi, oh_lo, band.oh1);
+      std::fill(dst, dst + (oh_lo - band.oh0) * g.Wo, 0.0f);
+      if (g.same_rows()) {  // Note [im2col of a same-size stride-1 conv]
+        const int64_t shift = kj - g.pw;
+        const int64_t begin = (oh_lo - band.oh0) * g.W, end = (oh_hi - band.oh0) * g.W;
+        const int64_t offset = (band.oh0 - g.ph + ki) * g.W + shift;  // source index − dst index
+        const int64_t first = std::clamp(-offset, begin, end);  // the run inside the plane
+        const int64_t last = std::clamp(g.H * g.W - offset, first, end);
+        std::fill(dst + begin, dst + first, 0.0f);
+        std::memcpy(dst + first, x_plane + first + offset, sizeof(float) * (last - first));
+        std::fill(dst + last, dst + end, 0.0f);
+        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {  // columns whose source is padding
+          float* out_row = dst + (oh - band.oh0) * g.W;
+          std::fill(out_row, out_row + ow_lo, 0.0f);
+          std::fill(out_row + ow_hi, out_row + g.W, 0.0f);
+        }
+        std::fill(dst + end, dst + plane, 0.0f);
+        continue;
+      }
       for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-        const float* src = plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
-        float* out_row = dst + oh * g.Wo;
+        const float* src = x_plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
+        float* out_row = dst + (oh - band.oh0) * g.Wo;
         std::fill(out_row, out_row + ow_lo, 0.0f);
         if (g.sw == 1) {
           std::memcpy(out_row + ow_lo, src + ow_lo, sizeof(float) * (ow_hi - ow_lo));
@@ -106,30 +194,38 @@ void im2col(float* col /* (K, N) */, const float* x /* (B, Ci, H, W) */, const C
         }
         std::fill(out_row + ow_hi, out_row + g.Wo, 0.0f);
       }
-      std::fill(dst + oh_hi * g.Wo, dst + HWo, 0.0f);
+      std::fill(dst + (oh_hi - band.oh0) * g.Wo, dst + plane, 0.0f);
     }
   });
 }
 
-// The adjoint of im2col: dx[b, ci] = Σ over the (ki, kj) rows of dcol scattered back. Each task
-// owns one (b, ci) plane of dx, so no two tasks write the same element.
-void col2im(float* dx /* (B, Ci, H, W) */, const float* dcol /* (K, N) */, const ConvGeometry& g) {
-  const int64_t N = g.N(), HWo = g.spatial_out();
-  parallel_for(0, g.B * g.Ci, grain_for(g.kh * g.kw * HWo), [&](int64_t lo, int64_t hi) {
+// The adjoint of im2col: dx[b, ci] += Σ over the band's (ki, kj) rows of dcol scattered back
+// (dx[b, ci] is zeroed first unless `accumulate`). Each task owns one (b, ci) plane of dx, so no
+// two tasks write the same element.
+void col2im(float* dx /* (B, Ci, H, W) */, const float* dcol /* (Ci·kernel_rows·kw, B·rows·Wo) */,
+            const ConvGeometry& g, const Band& band, bool accumulate) {
+  const int64_t kv = band.kernel_rows(), plane = band.rows() * g.Wo, N = g.B * plane;
+  parallel_for(0, g.B * g.Ci, grain_for(kv * g.kw * plane), [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / g.Ci, ci = task % g.Ci;
-      float* plane = dx + task * g.H * g.W;
-      std::fill(plane, plane + g.H * g.W, 0.0f);
-      for (int64_t ki = 0; ki < g.kh; ++ki) {
+      float* dx_plane = dx + task * g.H * g.W;
+      if (!accumulate) std::fill(dx_plane, dx_plane + g.H * g.W, 0.0f);
+      for (int64_t ki = band.k_lo; ki < band.k_hi; ++ki) {
         for (int64_t kj = 0; kj < g.kw; ++kj) {
-          const float* src = dcol + ((ci * g.kh + ki) * g.kw + kj) * N + b * HWo;
+          const float* src = dcol + ((ci * kv + ki - band.k_lo) * g.kw + kj) * N + b * plane;
           int64_t oh_lo, oh_hi, ow_lo, ow_hi;
           valid_range(ki - g.ph, g.sh, g.H, g.Ho, &oh_lo, &oh_hi);
           valid_range(kj - g.pw, g.sw, g.W, g.Wo, &ow_lo, &ow_hi);
+          oh_lo = std::clamp(oh_lo, band.oh0, band.oh1);
+          oh_hi = std::clamp(oh_hi, oh_lo, band.oh1);
           for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-            float* dst = plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
-            const float* src_row = src + oh * g.Wo;
-            for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow * g.sw] += src_row[ow];
+            float* dst = dx_plane + (oh * g.sh - g.ph + ki) * g.W + (kj - g.pw);
+            const float* src_row = src + (oh - band.oh0) * g.Wo;
+            if (g.sw == 1) {
+              for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow] += src_row[ow];
+            } else {
+              for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow * g.sw] += src_row[ow];
+            }
           }
         }
       }
@@ -137,29 +233,123 @@ void col2im(float* dx /* (B, Ci, H, W) */, const float* dcol /* (K, N) */, const
   });
 }
 
-// (Co, B, Ho·Wo) → (B, Co, Ho·Wo), adding the bias on the way.
-void reorder_to_nchw(float* out, const float* y, const float* bias, const ConvGeometry& g) {
-  const int64_t HWo = g.spatial_out();
-  parallel_for(0, g.B * g.Co, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+// (Co, B, rows·Wo) → the band's rows of (B, Co, Ho·Wo), adding the bias on the way.
+void reorder_to_nchw(float* out, const float* y, const float* bias, const ConvGeometry& g, const Band& band) {
+  const int64_t HWo = g.spatial_out(), plane = band.rows() * g.Wo;
+  parallel_for(0, g.B * g.Co, grain_for(plane), [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / g.Co, co = task % g.Co;
-      const float* src = y + (co * g.B + b) * HWo;
-      float* dst = out + task * HWo;
+      const float* src = y + (co * g.B + b) * plane;
+      float* dst = out + task * HWo + band.oh0 * g.Wo;
       const float shift = bias ? bias[co] : 0.0f;
-      for (int64_t i = 0; i < HWo; ++i) dst[i] = src[i] + shift;
+      for (int64_t i = 0; i < plane; ++i) dst[i] = src[i] + shift;
     }
   });
 }
 
-// (B, Co, Ho·Wo) → (Co, B, Ho·Wo).
-void reorder_from_nchw(float* y, const float* dout, const ConvGeometry& g) {
-  const int64_t HWo = g.spatial_out();
-  parallel_for(0, g.Co * g.B, grain_for(HWo), [&](int64_t lo, int64_t hi) {
+// The band's rows of (B, Co, Ho·Wo) → (Co, B, rows·Wo).
+void reorder_from_nchw(float* y, const float* dout, const ConvGeometry& g, const Band& band) {
+  const int64_t HWo = g.spatial_out(), plane = band.rows() * g.Wo;
+  parallel_for(0, g.Co * g.B, grain_for(plane), [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t co = task / g.B, b = task % g.B;
-      std::memcpy(y + task * HWo, dout + (b * g.Co + co) * HWo, sizeof(float) * HWo);
+      std::memcpy(y + task * plane, dout + (b * g.Co + co) * HWo + band.oh0 * g.Wo, sizeof(float) * plane);
     }
   });
+}
+
+// The weight columns of the band's kernel rows: slice (Co, Ci·kernel_rows·kw).
+void gather_weight(float* slice, const float* weight /* (Co, Ci, kh, kw) */, const ConvGeometry& g,
+                   const Band& band) {
+  const int64_t run = band.kernel_rows() * g.kw;
+  for (int64_t r = 0; r < g.Co * g.Ci; ++r)
+    std::memcpy(slice + r * run, weight + (r * g.kh + band.k_lo) * g.kw, sizeof(float) * run);
+}
+
+// dweight's columns of the band's kernel rows += slice (Co, Ci·kernel_rows·kw).
+void add_weight_slice(float* dweight /* (Co, Ci, kh, kw) */, const float* slice, const ConvGeometry& g,
+                      const Band& band) {
+  const int64_t run = band.kernel_rows() * g.kw;
+  for (int64_t r = 0; r < g.Co * g.Ci; ++r) {
+    float* dst = dweight + (r * g.kh + band.k_lo) * g.kw;
+    for (int64_t i = 0; i < run; ++i) dst[i] += slice[r * run + i];
+  }
+}
+
+// The band's rows of out (B, Co, Ho·Wo) = bias (or 0).
+void fill_band(float* out, const float* bias, const ConvGeometry& g, const Band& band) {
+  for (int64_t task = 0; task < g.B * g.Co; ++task) {
+    float* dst = out + task * g.spatial_out() + band.oh0 * g.Wo;
+    std::fill(dst, dst + band.rows() * g.Wo, bias ? bias[task % g.Co] : 0.0f);
+  }
+}
+
+// Note [kernel rows that only see padding]: one GEMM per band.
+void forward_banded(float* out, float* workspace, const float* x, const float* weight, const float* bias,
+                    const ConvGeometry& g) {
+  const std::vector<Band> bands = g.bands();
+  int64_t col_floats = 0, product_floats = 0;
+  for (const Band& band : bands) {
+    const int64_t n = g.B * band.rows() * g.Wo;
+    col_floats = std::max(col_floats, g.Ci * band.kernel_rows() * g.kw * n);
+    product_floats = std::max(product_floats, g.Co * n);
+  }
+  float* col = workspace;
+  float* y = col + col_floats;
+  float* slice = y + product_floats;
+  for (const Band& band : bands) {
+    const int64_t K = g.Ci * band.kernel_rows() * g.kw, N = g.B * band.rows() * g.Wo;
+    if (K == 0) {
+      fill_band(out, bias, g, band);
+      continue;
+    }
+    im2col(col, x, g, band);
+    const float* w = weight;
+    if (band.kernel_rows() < g.kh) {
+      gather_weight(slice, weight, g, band);
+      w = slice;
+    }
+    sgemm(y, N, w, K, false, col, N, false, g.Co, N, K, 1.0f, 0.0f);
+    reorder_to_nchw(out, y, bias, g, band);
+  }
+}
+
+void backward_banded(float* dx, float* dweight, float* workspace, const float* dout, const float* x,
+                     const float* weight, const ConvGeometry& g) {
+  const std::vector<Band> bands = g.bands();
+  int64_t col_floats = 0, product_floats = 0, slice_floats = 0;
+  for (const Band& band : bands) {
+    const int64_t k = g.Ci * band.kernel_rows() * g.kw, n = g.B * band.rows() * g.Wo;
+    col_floats = std::max(col_floats, k * n);
+    product_floats = std::max(product_floats, g.Co * n);
+    slice_floats = std::max(slice_floats, g.Co * k);
+  }
+  float* col = workspace;
+  float* dout_r = col + col_floats;
+  float* slice = dout_r + product_floats;
+  float* dslice = slice + slice_floats;
+  if (dx) std::fill(dx, dx + g.B * g.Ci * g.H * g.W, 0.0f);
+  for (const Band& band : bands) {
+    const int64_t K = g.Ci * band.kernel_rows() * g.kw, N = g.B * band.rows() * g.Wo;
+    if (K == 0) continue;
+    const bool whole = band.kernel_rows() == g.kh;
+    reorder_from_nchw(dout_r, dout, g, band);
+    im2col(col, x, g, band);
+    if (whole) {
+      sgemm(dweight, K, dout_r, N, false, col, N, true, g.Co, K, N, 1.0f, 1.0f);
+    } else {
+      sgemm(dslice, K, dout_r, N, false, col, N, true, g.Co, K, N, 1.0f, 0.0f);
+      add_weight_slice(dweight, dslice, g, band);
+    }
+    if (!dx) continue;
+    const float* w = weight;
+    if (!whole) {
+      gather_weight(slice, weight, g, band);
+      w = slice;
+    }
+    sgemm(col, N, w, K, true, dout_r, N, false, K, N, g.Co, 1.0f, 0.0f);
+    col2im(dx, col, g, band, /*accumulate=*/true);
+  }
 }
 
 void add_bias(float* out /* (B, Co, Ho·Wo) */, const float* bias, const ConvGeometry& g) {
@@ -220,17 +410,21 @@ void conv2d_forward(float* out, float* workspace, const float* x, const float* w
     fill_bias(out, bias, g);
     return;
   }
+  if (g.banded()) {
+    forward_banded(out, workspace, x, weight, bias, g);
+    return;
+  }
   // Note [one GEMM per batch]
   const int64_t K = g.K(), N = g.N();
   const float* col = x;
   if (g.needs_col()) {
-    im2col(workspace, x, g);
+    im2col(workspace, x, g, g.whole());
     col = workspace;
   }
   float* y = g.needs_reorder() ? workspace + g.col_floats() : out;
   sgemm(y, N, weight, K, false, col, N, false, Co, N, K, 1.0f, 0.0f);
   if (g.needs_reorder()) {
-    reorder_to_nchw(out, y, bias, g);
+    reorder_to_nchw(out, y, bias, g, g.whole());
   } else if (bias) {
     add_bias(out, bias, g);
   }
@@ -250,17 +444,21 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, float* workspace, 
     if (dx) std::fill(dx, dx + B * Ci * H * W, 0.0f);
     return;
   }
+  if (g.banded()) {
+    backward_banded(dx, dweight, workspace, dout, x, weight, g);
+    return;
+  }
   // Note [one GEMM per batch]
   const int64_t K = g.K(), N = g.N();
   const float* dout_r = dout;
   if (g.needs_reorder()) {
     float* reordered = workspace + g.col_floats();
-    reorder_from_nchw(reordered, dout, g);
+    reorder_from_nchw(reordered, dout, g, g.whole());
     dout_r = reordered;
   }
   const float* col = x;
   if (g.needs_col()) {
-    im2col(workspace, x, g);
+    im2col(workspace, x, g, g.whole());
     col = workspace;
   }
   sgemm(dweight, K, dout_r, N, false, col, N, true, Co, K, N, 1.0f, 1.0f);
@@ -271,7 +469,7 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, float* workspace, 
   }
   float* dcol = workspace;
   sgemm(dcol, N, weight, K, true, dout_r, N, false, K, N, Co, 1.0f, 0.0f);
-  col2im(dx, dcol, g);
+  col2im(dx, dcol, g, g.whole(), /*accumulate=*/false);
 }
 
 void conv2d_forward_reference(float* out, const float* x, const float* weight, const float* bias,

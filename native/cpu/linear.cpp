@@ -1,10 +1,25 @@
-// CPU linear layer (see ops/linear.h): two or three sgemm calls and a bias pass.
+// CPU linear layer (see ops/linear.h): two or three sgemm calls and a bias pass, and the forward
+// of a few rows as dot products (Note [few rows]).
+//
+// Note [few rows]: with a handful of rows (a decoding step of one image, batch-1 inference)
+// sgemm's packing of the weight costs as much as the product, and the product is too small to
+// leave the calling thread. linear_forward then takes the dot products of each x row with the
+// weight rows where they lie: the weight is read once, without packing, and tasks own blocks of
+// output features (each output is summed by one task in one order, so the result does not
+// depend on the thread count, nor on how many rows come with it). A tile of rows × outputs
+// accumulates W-lane partial products and ends with their transposed sums (lane_sums.h). The
+// kernel is written once with the GCC/Clang vector extension and compiled per SIMD level, as the
+// attention kernels are (Note [SIMD variants] in attention.cpp).
 #include "ops/linear.h"
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
 #include "common/threadpool.h"
+#include "cpu/lane_sums.h"
 #include "ops/gemm.h"
 
 namespace safl::cpu {
@@ -16,12 +31,123 @@ void check_sizes(const char* op, int64_t N, int64_t in_features, int64_t out_fea
   SAFL_CHECK_RANGE(out_features >= 0, op, ": expected out_features >= 0 but received ", out_features);
 }
 
+// Up to this many rows take the dot-product path (Note [few rows]).
+constexpr int64_t kFewRows = 12;
+// Output features per kernel tile, and multiply-adds that make a task worth handing out.
+constexpr int64_t kTileOutputs = 4;
+constexpr int64_t kMultiplyAddsPerTask = 1 << 17;
+
+template <int W>
+struct RowDots {
+  typedef float Lanes __attribute__((vector_size(W * sizeof(float))));
+  // Rows per tile: kTileRows × kTileOutputs accumulators (16 with AVX-512, 8 with SSE or AVX2)
+  // leave registers for the loads.
+  static constexpr int kTileRows = W >= 16 ? 4 : 2;
+
+  static Lanes load(const float* p) {
+    Lanes v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+
+  // out[r, o] = x[r, :] · w[o, :] (+ bias[o]) for R rows and O outputs.
+  template <int R, int O>
+  static void tile(float* out, int64_t ld_out, const float* x, const float* w, const float* bias, int64_t I) {
+    Lanes acc[R * O] = {};
+    int64_t k = 0;
+    for (; k + W <= I; k += W) {
+      Lanes wv[O];
+      for (int o = 0; o < O; ++o) wv[o] = load(w + o * I + k);
+      for (int r = 0; r < R; ++r) {
+        const Lanes xv = load(x + r * I + k);
+        for (int o = 0; o < O; ++o) acc[r * O + o] += xv * wv[o];
+      }
+    }
+    float sums[R * O];
+    if constexpr (R * O == W) {
+      lanes::transposed_sums<W>(sums, acc);  // Note [transposed sums]
+    } else {
+      for (int i = 0; i < R * O; ++i) sums[i] = lanes::lane_sum<W>(acc[i]);
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int o = 0; o < O; ++o) {
+        float sum = sums[r * O + o];
+        for (int64_t j = k; j < I; ++j) sum += x[r * I + j] * w[o * I + j];
+        out[r * ld_out + o] = bias ? sum + bias[o] : sum;
+      }
+    }
+  }
+
+  // The O outputs from w (and bias) for every row, kTileRows rows at a time.
+  template <int O>
+  static void outputs(float* out, int64_t ld_out, const float* x, const float* w, const float* bias, int64_t N,
+                      int64_t I) {
+    int64_t n = 0;
+    for (; n + kTileRows <= N; n += kTileRows) tile<kTileRows, O>(out + n * ld_out, ld_out, x + n * I, w, bias, I);
+    for (; n < N; ++n) tile<1, O>(out + n * ld_out, ld_out, x + n * I, w, bias, I);
+  }
+
+  // out[:, o0:o1] for every row.
+  static void run(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t I,
+                  int64_t O, int64_t o0, int64_t o1) {
+    int64_t o = o0;
+    for (; o + kTileOutputs <= o1; o += kTileOutputs)
+      outputs<kTileOutputs>(out + o, O, x, weight + o * I, bias ? bias + o : nullptr, N, I);
+    for (; o < o1; ++o) outputs<1>(out + o, O, x, weight + o * I, bias ? bias + o : nullptr, N, I);
+  }
+};
+
+using RowDotsFn = void (*)(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                           int64_t);
+
+__attribute__((flatten)) void row_dots_generic(float* out, const float* x, const float* weight, const float* bias,
+                                               int64_t N, int64_t I, int64_t O, int64_t o0, int64_t o1) {
+  RowDots<4>::run(out, x, weight, bias, N, I, O, o0, o1);
+}
+#if defined(__x86_64__) || defined(__i386__)
+#define SAFL_LINEAR_X86_VARIANTS 1
+__attribute__((target("avx2,fma"), flatten)) void row_dots_avx2(float* out, const float* x, const float* weight,
+                                                                const float* bias, int64_t N, int64_t I, int64_t O,
+                                                                int64_t o0, int64_t o1) {
+  RowDots<8>::run(out, x, weight, bias, N, I, O, o0, o1);
+}
+__attribute__((target("avx512f,avx2,fma"), flatten)) void row_dots_avx512(float* out, const float* x,
+                                                                          const float* weight, const float* bias,
+                                                                          int64_t N, int64_t I, int64_t O,
+                                                                          int64_t o0, int64_t o1) {
+  RowDots<16>::run(out, x, weight, bias, N, I, O, o0, o1);
+}
+#endif
+
+RowDotsFn row_dots_kernel() {
+#ifdef SAFL_LINEAR_X86_VARIANTS
+  if (simd_level() == SimdLevel::Avx512) return row_dots_avx512;
+  if (simd_level() == SimdLevel::Avx2) return row_dots_avx2;
+#endif
+  return row_dots_generic;
+}
+
+// Note [few rows].
+void linear_forward_few_rows(float* out, const float* x, const float* weight, const float* bias, int64_t N,
+                             int64_t I, int64_t O) {
+  const RowDotsFn kernel = row_dots_kernel();
+  const int64_t tiles = (O + kTileOutputs - 1) / kTileOutputs;
+  const int64_t grain = std::max<int64_t>(1, kMultiplyAddsPerTask / std::max<int64_t>(1, kTileOutputs * I * N));
+  parallel_for(0, tiles, grain, [&](int64_t lo, int64_t hi) {
+    kernel(out, x, weight, bias, N, I, O, lo * kTileOutputs, std::min(O, hi * kTileOutputs));
+  });
+}
+
 }  // namespace
 
 void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N,
                     int64_t in_features, int64_t out_features) {
   check_sizes("linear_forward", N, in_features, out_features);
   if (N == 0 || out_features == 0) return;
+  if (N <= kFewRows) {
+    linear_forward_few_rows(out, x, weight, bias, N, in_features, out_features);
+    return;
+  }
   if (bias) {
     parallel_for(0, N, 256, [&](int64_t lo, int64_t hi) {
       for (int64_t n = lo; n < hi; ++n)

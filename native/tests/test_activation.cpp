@@ -1,9 +1,10 @@
 // ReLU and dropout: gradient checks, hand-computed values (NaN and 0 included), in-place use, the
-// dropout mask's values, rate and independence of the thread count, p = 0 as identity, zero-size
-// shapes and argument errors.
+// dropout mask's values, rate and independence of the thread count, the mask against
+// dropout_keep at every SIMD level, p = 0 as identity, zero-size shapes and argument errors.
 #include <cmath>
 #include <vector>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
 #include "common/threadpool.h"
 #include "ops/activation.h"
@@ -122,6 +123,33 @@ SAFL_TEST(dropout_mask_rate_seed_and_threads) {
       EXPECT_GUARDS(*g, "dropout buffer");
   }
   safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(dropout_mask_is_dropout_keep_at_every_simd_level) {
+  // The vectorised mask loop (Note [vectorised dropout mask]) draws exactly dropout_keep.
+  const int64_t n = 40009;
+  std::vector<float> x(n);
+  Rng rng(35);
+  rng.fill_uniform(x.data(), x.size());
+  const safl::SimdLevel saved_level = safl::simd_level();
+  for (const safl::SimdLevel level : {safl::SimdLevel::Generic, safl::SimdLevel::Avx2, safl::SimdLevel::Avx512}) {
+    if (level > safl::simd_level_supported()) continue;
+    safl::set_simd_level(level);
+    for (const float p : {0.1f, 0.5f}) {
+      const float scale = 1.0f / (1.0f - p);
+      Guarded out(n), mask(n);
+      safl::cpu::dropout_forward(out.data(), mask.data(), x.data(), n, p, 77);
+      bool same = true;
+      for (int64_t i = 0; i < n; ++i) {
+        const float expected = safl::dropout_keep(77, uint64_t(i), p) ? scale : 0.0f;
+        same = same && mask[i] == expected && out[i] == x[i] * expected;
+      }
+      EXPECT(same);
+      EXPECT_GUARDS(out, "out");
+      EXPECT_GUARDS(mask, "mask");
+    }
+  }
+  safl::set_simd_level(saved_level);
 }
 
 SAFL_TEST(dropout_p0_identity_and_in_place) {

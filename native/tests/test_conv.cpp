@@ -1,6 +1,6 @@
 // conv2d: gradient checks of x, weight and bias over kernel/stride/padding combinations, the
-// im2col + GEMM path against the direct-loop reference at several thread counts, hand-computed
-// cases, the workspace size, zero-size shapes and argument errors.
+// im2col + GEMM path (whole and banded) against the direct-loop reference at several thread
+// counts, hand-computed cases, the workspace size, zero-size shapes and argument errors.
 #include <vector>
 
 #include "common/error.h"
@@ -57,6 +57,11 @@ const std::vector<ConvCase>& cases() {
       {3, 1, 4, 3, 2, 1, 1, 1, 1, 1, 2, true},   // padding beyond the kernel: borders are bias
       {2, 2, 8, 7, 3, 3, 2, 3, 2, 2, 0, false},  // stride larger than the kernel
       {1, 2, 3, 3, 2, 3, 3, 1, 1, 0, 0, true},   // kernel covers the whole input: 1×1 output
+      // Short maps, where kernel rows see only padding (Note [kernel rows that only see padding]):
+      {2, 3, 1, 7, 4, 3, 3, 1, 1, 1, 1, true},   // H = 1: the middle kernel row alone
+      {2, 3, 2, 6, 3, 3, 3, 1, 1, 1, 1, false},  // H = 2: each output row misses one kernel row
+      {1, 2, 2, 5, 3, 5, 3, 1, 1, 2, 1, true},   // 5×3 kernel, H = 2, B = 1
+      {2, 2, 1, 4, 2, 3, 1, 1, 1, 3, 0, true},   // padding so wide that some rows see no input
   };
   return all;
 }
@@ -104,6 +109,8 @@ SAFL_TEST(conv2d_fast_matches_reference) {
   all.push_back({3, 8, 12, 20, 16, 3, 3, 1, 1, 1, 1, true});  // enough work to split into chunks
   all.push_back({4, 16, 6, 10, 8, 1, 1, 1, 1, 0, 0, false});
   all.push_back({1, 8, 9, 11, 5, 3, 3, 2, 1, 1, 1, true});
+  all.push_back({4, 16, 2, 25, 8, 3, 3, 1, 1, 1, 1, false});  // the last ResNet stages' maps
+  all.push_back({3, 16, 1, 25, 8, 3, 3, 1, 1, 1, 1, true});
   Rng rng(12);
   for (int threads : {1, 2, 3}) {
     safl::set_num_threads(threads);
@@ -204,6 +211,9 @@ SAFL_TEST(conv2d_workspace_size) {
   EXPECT(conv2d_workspace_floats(2, 3, 32, 64, 16, 3, 3, 1, 1, 1, 1) == (27 + 16) * 2 * 32 * 64);
   EXPECT(conv2d_workspace_floats(4, 8, 6, 10, 16, 1, 1, 1, 1, 0, 0) == (8 + 16) * 4 * 60);
   EXPECT(conv2d_workspace_floats(1, 8, 6, 10, 16, 1, 1, 2, 1, 0, 0) == 8 * 3 * 10);
+  // H = 1, 3×3 pad 1: one band of the middle kernel row, K = 4·3, N = 2·7: its col, the (Co, N)
+  // product and two (Co, K) weight slices.
+  EXPECT(conv2d_workspace_floats(2, 4, 1, 7, 3, 3, 3, 1, 1, 1, 1) == 12 * 14 + 3 * 14 + 2 * 3 * 12);
   EXPECT(conv2d_workspace_floats(0, 8, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
   EXPECT(conv2d_workspace_floats(2, 0, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
   EXPECT(conv2d_workspace_floats(2, 8, 6, 10, 0, 3, 3, 1, 1, 1, 1) == 0);

@@ -1,8 +1,11 @@
 // Linear layer (ops/linear.h): gradient checks of x, weight and bias, hand-computed cases, the
-// optional pointers, accumulation of the parameter gradients, zero sizes and argument errors.
+// optional pointers, accumulation of the parameter gradients, the few-rows forward path against a
+// double loop, zero sizes and argument errors.
 #include <vector>
 
+#include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/threadpool.h"
 #include "ops/linear.h"
 #include "tests/harness.h"
 
@@ -107,6 +110,52 @@ SAFL_TEST(linear_odd_shapes_finite) {
   EXPECT_GUARDS(dx, "dx");
   EXPECT_GUARDS(dweight, "dweight");
   EXPECT_GUARDS(dbias, "dbias");
+}
+
+SAFL_TEST(linear_few_rows_path) {
+  // Up to a dozen rows take dot products with the weight rows (Note [few rows] in linear.cpp):
+  // against a plain double loop for every SIMD level, at several thread counts (the same bits),
+  // and a row's output does not depend on the rows that come with it. in = 37 leaves a tail after
+  // the SIMD lanes and out = 23 a remainder after the tiles of four outputs; in = 512 and
+  // out = 300 split into tasks.
+  safl::test::Rng rng(13);
+  const safl::SimdLevel saved_level = safl::simd_level();
+  for (const int64_t in : {int64_t(37), int64_t(512)}) {
+    const int64_t out = in == 37 ? 23 : 300, max_rows = 12;
+    std::vector<float> x(max_rows * in), weight(out * in), bias(out);
+    rng.fill_normal(x.data(), x.size());
+    rng.fill_normal(weight.data(), weight.size(), 0.2f);
+    rng.fill_normal(bias.data(), bias.size());
+    std::vector<float> expected(max_rows * out);
+    for (int64_t n = 0; n < max_rows; ++n)
+      for (int64_t o = 0; o < out; ++o) {
+        double acc = bias[o];
+        for (int64_t i = 0; i < in; ++i) acc += double(x[n * in + i]) * weight[o * in + i];
+        expected[n * out + o] = float(acc);
+      }
+    for (const safl::SimdLevel level :
+         {safl::SimdLevel::Generic, safl::SimdLevel::Avx2, safl::SimdLevel::Avx512}) {
+      if (level > safl::simd_level_supported()) continue;
+      safl::set_simd_level(level);
+      std::vector<float> all_rows;  // the outputs of max_rows rows at this level
+      for (const int threads : {1, 2, 3}) {
+        safl::set_num_threads(threads);
+        for (const int64_t N : {int64_t(1), int64_t(3), int64_t(5), max_rows}) {
+          Guarded y(N * out), y_no_bias(N * out);
+          safl::cpu::linear_forward(y.data(), x.data(), weight.data(), bias.data(), N, in, out);
+          safl::cpu::linear_forward(y_no_bias.data(), x.data(), weight.data(), nullptr, N, in, out);
+          EXPECT_ALL_CLOSE(y.data(), expected.data(), size_t(N * out), 1e-5, 1e-5);
+          for (int64_t i = 0; i < N * out; ++i) EXPECT(y_no_bias[i] + bias[i % out] == y[i]);
+          EXPECT_GUARDS(y, "y");
+          EXPECT_GUARDS(y_no_bias, "y without bias");
+          if (all_rows.empty() && N == max_rows) all_rows.assign(y.data(), y.data() + N * out);
+          if (!all_rows.empty()) EXPECT_ALL_CLOSE(y.data(), all_rows.data(), size_t(N * out), 0.0, 0.0);
+        }
+      }
+    }
+  }
+  safl::set_num_threads(safl::hardware_threads());
+  safl::set_simd_level(saved_level);
 }
 
 SAFL_TEST(linear_zero_sizes) {
