@@ -105,21 +105,7 @@ struct ConvGeometry {
 
 ConvGeometry check_geometry(const char* op, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-  SAFL_CHECK_RANGE(B >= 0, op, ": expected B >= 0 but received ", B);
-  SAFL_CHECK_RANGE(Ci >= 0, op, ": expected Ci >= 0 but received ", Ci);
-  SAFL_CHECK_RANGE(H >= 0, op, ": expected H >= 0 but received ", H);
-  SAFL_CHECK_RANGE(W >= 0, op, ": expected W >= 0 but received ", W);
-  SAFL_CHECK_RANGE(Co >= 0, op, ": expected Co >= 0 but received ", Co);
-  SAFL_CHECK_RANGE(kh >= 1, op, ": expected kernel_h >= 1 but received ", kh);
-  SAFL_CHECK_RANGE(kw >= 1, op, ": expected kernel_w >= 1 but received ", kw);
-  SAFL_CHECK_RANGE(sh >= 1, op, ": expected stride_h >= 1 but received ", sh);
-  SAFL_CHECK_RANGE(sw >= 1, op, ": expected stride_w >= 1 but received ", sw);
-  SAFL_CHECK_RANGE(ph >= 0, op, ": expected pad_h >= 0 but received ", ph);
-  SAFL_CHECK_RANGE(pw >= 0, op, ": expected pad_w >= 0 but received ", pw);
-  SAFL_CHECK_RANGE(H + 2 * ph >= kh, op, ": expected H + 2*pad_h >= kernel_h (", kh, ") but received ",
-                   H + 2 * ph);
-  SAFL_CHECK_RANGE(W + 2 * pw >= kw, op, ": expected W + 2*pad_w >= kernel_w (", kw, ") but received ",
-                   W + 2 * pw);
+  detail::check_conv2d_sizes(op, B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw);
   return {B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw,
           conv2d_output_size(H, kh, sh, ph), conv2d_output_size(W, kw, sw, pw)};
 }

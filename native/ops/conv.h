@@ -16,6 +16,7 @@
 // Backward: dweight and dbias ACCUMULATE (+=); dx is WRITTEN (=). dx and dbias may be nullptr
 // when that gradient is not wanted (the network's first layer has no dx to produce).
 #pragma once
+#include "common/error.h"
 #include "ops/backend.h"
 #include "ops/host_device.h"
 
@@ -25,6 +26,28 @@ namespace safl {
 SAFL_HOST_DEVICE int64_t conv2d_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
   return (in + 2 * pad - kernel) / stride + 1;
 }
+
+namespace detail {
+// The argument checks both backends run first (identical messages on CPU and CUDA).
+inline void check_conv2d_sizes(const char* op, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
+                               int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+  SAFL_CHECK_RANGE(B >= 0, op, ": expected B >= 0 but received ", B);
+  SAFL_CHECK_RANGE(Ci >= 0, op, ": expected Ci >= 0 but received ", Ci);
+  SAFL_CHECK_RANGE(H >= 0, op, ": expected H >= 0 but received ", H);
+  SAFL_CHECK_RANGE(W >= 0, op, ": expected W >= 0 but received ", W);
+  SAFL_CHECK_RANGE(Co >= 0, op, ": expected Co >= 0 but received ", Co);
+  SAFL_CHECK_RANGE(kh >= 1, op, ": expected kernel_h >= 1 but received ", kh);
+  SAFL_CHECK_RANGE(kw >= 1, op, ": expected kernel_w >= 1 but received ", kw);
+  SAFL_CHECK_RANGE(sh >= 1, op, ": expected stride_h >= 1 but received ", sh);
+  SAFL_CHECK_RANGE(sw >= 1, op, ": expected stride_w >= 1 but received ", sw);
+  SAFL_CHECK_RANGE(ph >= 0, op, ": expected pad_h >= 0 but received ", ph);
+  SAFL_CHECK_RANGE(pw >= 0, op, ": expected pad_w >= 0 but received ", pw);
+  SAFL_CHECK_RANGE(H + 2 * ph >= kh, op, ": expected H + 2*pad_h >= kernel_h (", kh, ") but received ",
+                   H + 2 * ph);
+  SAFL_CHECK_RANGE(W + 2 * pw >= kw, op, ": expected W + 2*pad_w >= kernel_w (", kw, ") but received ",
+                   W + 2 * pw);
+}
+}  // namespace detail
 }  // namespace safl
 
 #define SAFL_CONV_DECLS                                                                            \
