@@ -7,7 +7,8 @@
 // rows padded to Dp columns when Dh is not a multiple of W), and kGroup queries at a time get
 // their score rows over the tile; the softmax is online (running max and sum per query, the
 // accumulated output rescaled when the max grows). A lone query (cached decoding) takes dot
-// products with the key rows instead. A task holds a (kQueryTile, Dp) accumulator and the
+// products with the key rows instead, a tile's W of them summed together (Note [transposed
+// sums] in lane_sums.h). A task holds a (kQueryTile, Dp) accumulator and the
 // staged tiles, never a T × S matrix.
 //
 // Fast path, backward: one task per (b, h), so no two tasks write the same dq, dk or dv element and

@@ -18,15 +18,31 @@
 // at H = 1 a 3×3 kernel's top and bottom rows never touch the input, at H = 2 each output row
 // misses one of them. im2col would lay out those taps as zeros and the GEMM would multiply them
 // (two thirds of the work at H = 1). When at least a quarter of the taps are such zeros, the
-// output rows are cut into bands of consecutive rows that see the same kernel rows
-// [k_lo, k_hi), and each band is one GEMM of Note [one GEMM per batch] with
-// K = Ci·(k_hi − k_lo)·kernel_w: im2col lays out only those kernel rows, for the band's output
-// rows, and the weight columns of those kernel rows are gathered into the workspace. The bands'
-// dx contributions overlap (two output rows read the same input rows), so col2im adds into a dx
-// zeroed once; their weight gradients are added into dweight's columns.
+// output rows are cut into bands of consecutive rows that see the same kernel rows [k_lo, k_hi),
+// and each band is one GEMM of Note [one GEMM per batch] with K = Ci·(k_hi − k_lo)·kernel_w:
+// im2col lays out only those kernel rows, for the band's output rows, and the weight columns of
+// those kernel rows are gathered into the workspace. The bands' dx contributions overlap (two
+// output rows read the same input rows), so col2im adds into a dx zeroed once; their weight
+// gradients are added into dweight's columns. A small batch (fewer than kMinBandedColumns output
+// columns, a single image at batch-1 inference) keeps the whole GEMM: gathering the weight costs
+// more than the multiplies it saves.
+//
+// Note [images in chunks]: over a whole batch, col is large (64 images of a 16×50 map with 32
+// channels make 59 MB for a 3×3 conv): im2col writes it to memory, the GEMM's packing reads it
+// back, and y makes the same trip before the reorder. The forward therefore runs in chunks of
+// images whose col and y fit in a core's L2 (kChunkFloats), each chunk one GEMM, the chunks spread
+// over the threads (each with its own piece of the workspace, the GEMM on that thread). The
+// layout of a chunk is Note [one GEMM per batch]'s with the chunk as the batch. It applies when
+// the batch makes at least kMinChunks chunks whose GEMMs are not thinner than the weight (a chunk
+// of at least Co columns, so that packing the weight per chunk costs less than its product).
+// The backward runs the same chunks; each piece of workspace ("slot") owns the chunks
+// slot, slot + slots, ... and its own weight gradient, and the slots' gradients are added to
+// dweight in slot order at the end. The slot count depends only on the machine (its hardware
+// threads), never on the pool size, so the gradient is the same bits for any thread count.
 #include "ops/conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -36,6 +52,10 @@
 
 namespace safl::cpu {
 namespace {
+
+// Below this many output columns (B·Ho·Wo), gathering a band's weight columns costs more than the
+// multiplies the band saves (Note [kernel rows that only see padding]).
+constexpr int64_t kMinBandedColumns = 128;
 
 // Output rows [oh0, oh1) that see kernel rows [k_lo, k_hi) (Note [kernel rows that only see
 // padding]); the whole output with every kernel row is the band of Note [one GEMM per batch].
@@ -65,8 +85,10 @@ struct ConvGeometry {
     const int64_t top = oh * sh - ph;
     return {oh, oh + 1, std::clamp<int64_t>(-top, 0, kh), std::clamp<int64_t>(H - top, 0, kh)};
   }
-  // Note [kernel rows that only see padding]: banded when a quarter of the taps see only padding.
+  // Note [kernel rows that only see padding]: banded when a quarter of the taps see only padding
+  // and the GEMMs have at least kMinBandedColumns columns.
   bool banded() const {
+    if (N() < kMinBandedColumns) return false;
     int64_t padding_taps = 0;
     for (int64_t oh = 0; oh < Ho; ++oh) padding_taps += kh - band_of_row(oh).kernel_rows();
     return 4 * padding_taps >= Ho * kh;
@@ -95,13 +117,41 @@ struct ConvGeometry {
     }
     return col + product + 2 * slice;
   }
+  // Note [images in chunks]: images per chunk (0: the batch in one piece), chunks, and the
+  // pieces of workspace (one per thread that takes chunks).
+  struct Chunks {
+    int64_t images = 0, count = 0, slots = 0;
+    int64_t floats_per_image = 0;  // col and y of one image
+    int64_t slot_floats() const { return images * floats_per_image; }
+  };
+  Chunks chunks() const;
   // Nothing is multiplied when K or Co is 0 (the output is the bias, dx is zero).
   int64_t workspace_floats() const {
     if (K() == 0 || Co == 0) return 0;
     if (banded()) return banded_workspace_floats();
+    const Chunks c = chunks();
+    if (c.count > 0) return c.slots * (c.slot_floats() + Co * K());  // pieces, then the slots' dweight
     return col_floats() + (needs_reorder() ? Co * N() : 0);
   }
 };
+
+constexpr int64_t kChunkFloats = int64_t(1) << 18;  // col and y of a chunk: 1 MiB
+constexpr int64_t kMinChunks = 4;
+constexpr int64_t kSlotsPerThread = 2;  // more slots than threads balance uneven progress
+
+ConvGeometry::Chunks ConvGeometry::chunks() const {
+  Chunks c;
+  if (B < 2 || banded()) return c;
+  const int64_t per_image = (K() + Co) * spatial_out();
+  const int64_t images = std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, per_image), 1, B);
+  const int64_t count = (B + images - 1) / images;
+  if (count < kMinChunks || images * spatial_out() < Co) return c;
+  c.images = images;
+  c.count = count;
+  c.slots = std::min<int64_t>(count, kSlotsPerThread * hardware_threads());
+  c.floats_per_image = per_image;
+  return c;
+}
 
 ConvGeometry check_geometry(const char* op, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
                             int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
@@ -245,21 +295,28 @@ void reorder_from_nchw(float* y, const float* dout, const ConvGeometry& g, const
 }
 
 // The weight columns of the band's kernel rows: slice (Co, Ci·kernel_rows·kw).
+// (The runs are a few floats long: copied in a loop, not by a copy call each.)
 void gather_weight(float* slice, const float* weight /* (Co, Ci, kh, kw) */, const ConvGeometry& g,
                    const Band& band) {
   const int64_t run = band.kernel_rows() * g.kw;
-  for (int64_t r = 0; r < g.Co * g.Ci; ++r)
-    std::memcpy(slice + r * run, weight + (r * g.kh + band.k_lo) * g.kw, sizeof(float) * run);
+  parallel_for(0, g.Co * g.Ci, grain_for(run), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* src = weight + (r * g.kh + band.k_lo) * g.kw;
+      for (int64_t i = 0; i < run; ++i) slice[r * run + i] = src[i];
+    }
+  });
 }
 
 // dweight's columns of the band's kernel rows += slice (Co, Ci·kernel_rows·kw).
 void add_weight_slice(float* dweight /* (Co, Ci, kh, kw) */, const float* slice, const ConvGeometry& g,
                       const Band& band) {
   const int64_t run = band.kernel_rows() * g.kw;
-  for (int64_t r = 0; r < g.Co * g.Ci; ++r) {
-    float* dst = dweight + (r * g.kh + band.k_lo) * g.kw;
-    for (int64_t i = 0; i < run; ++i) dst[i] += slice[r * run + i];
-  }
+  parallel_for(0, g.Co * g.Ci, grain_for(run), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      float* dst = dweight + (r * g.kh + band.k_lo) * g.kw;
+      for (int64_t i = 0; i < run; ++i) dst[i] += slice[r * run + i];
+    }
+  });
 }
 
 // The band's rows of out (B, Co, Ho·Wo) = bias (or 0).
@@ -268,6 +325,61 @@ void fill_band(float* out, const float* bias, const ConvGeometry& g, const Band&
     float* dst = out + task * g.spatial_out() + band.oh0 * g.Wo;
     std::fill(dst, dst + band.rows() * g.Wo, bias ? bias[task % g.Co] : 0.0f);
   }
+}
+
+// Note [images in chunks].
+void forward_chunked(float* out, float* workspace, const float* x, const float* weight, const float* bias,
+                     const ConvGeometry& g, const ConvGeometry::Chunks& c) {
+  const int64_t K = g.K(), HWo = g.spatial_out();
+  std::atomic<int64_t> next_chunk{0};
+  parallel_run(int(c.slots), [&](int slot, int) {
+    float* col = workspace + slot * c.slot_floats();
+    float* y = col + K * c.images * HWo;
+    for (int64_t chunk = next_chunk++; chunk < c.count; chunk = next_chunk++) {
+      const int64_t b0 = chunk * c.images;
+      ConvGeometry piece = g;
+      piece.B = std::min(c.images, g.B - b0);
+      const int64_t N = piece.N();
+      // Inside a pool task, im2col, sgemm and the reorder run on this thread.
+      im2col(col, x + b0 * g.Ci * g.H * g.W, piece, piece.whole());
+      sgemm(y, N, weight, K, false, col, N, false, g.Co, N, K, 1.0f, 0.0f);
+      reorder_to_nchw(out + b0 * g.Co * HWo, y, bias, piece, piece.whole());
+    }
+  });
+}
+
+// Note [images in chunks]: slot by slot, each slot's chunks in order into its own weight gradient.
+void backward_chunked(float* dx, float* dweight, float* workspace, const float* dout, const float* x,
+                      const float* weight, const ConvGeometry& g, const ConvGeometry::Chunks& c) {
+  const int64_t K = g.K(), HWo = g.spatial_out(), weight_floats = g.Co * K;
+  float* slot_dweights = workspace + c.slots * c.slot_floats();  // (slots, Co, K)
+  std::atomic<int64_t> next_slot{0};
+  parallel_run(int(c.slots), [&](int, int) {
+    for (int64_t slot = next_slot++; slot < c.slots; slot = next_slot++) {
+      float* col = workspace + slot * c.slot_floats();
+      float* dout_r = col + K * c.images * HWo;
+      float* slot_dweight = slot_dweights + slot * weight_floats;
+      for (int64_t chunk = slot; chunk < c.count; chunk += c.slots) {  // slots <= count: at least one
+        const int64_t b0 = chunk * c.images;
+        ConvGeometry piece = g;
+        piece.B = std::min(c.images, g.B - b0);
+        const int64_t N = piece.N();
+        reorder_from_nchw(dout_r, dout + b0 * g.Co * HWo, piece, piece.whole());
+        im2col(col, x + b0 * g.Ci * g.H * g.W, piece, piece.whole());
+        sgemm(slot_dweight, K, dout_r, N, false, col, N, true, g.Co, K, N, 1.0f, chunk == slot ? 0.0f : 1.0f);
+        if (!dx) continue;
+        sgemm(col, N, weight, K, true, dout_r, N, false, K, N, g.Co, 1.0f, 0.0f);  // dcol
+        col2im(dx + b0 * g.Ci * g.H * g.W, col, piece, piece.whole(), /*accumulate=*/false);
+      }
+    }
+  });
+  parallel_for(0, weight_floats, 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float sum = 0.0f;
+      for (int64_t slot = 0; slot < c.slots; ++slot) sum += slot_dweights[slot * weight_floats + i];
+      dweight[i] += sum;
+    }
+  });
 }
 
 // Note [kernel rows that only see padding]: one GEMM per band.
@@ -400,6 +512,10 @@ void conv2d_forward(float* out, float* workspace, const float* x, const float* w
     forward_banded(out, workspace, x, weight, bias, g);
     return;
   }
+  if (const ConvGeometry::Chunks c = g.chunks(); c.count > 0) {
+    forward_chunked(out, workspace, x, weight, bias, g, c);
+    return;
+  }
   // Note [one GEMM per batch]
   const int64_t K = g.K(), N = g.N();
   const float* col = x;
@@ -432,6 +548,10 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, float* workspace, 
   }
   if (g.banded()) {
     backward_banded(dx, dweight, workspace, dout, x, weight, g);
+    return;
+  }
+  if (const ConvGeometry::Chunks c = g.chunks(); c.count > 0) {
+    backward_chunked(dx, dweight, workspace, dout, x, weight, g, c);
     return;
   }
   // Note [one GEMM per batch]

@@ -31,10 +31,17 @@ void check_sizes(const char* op, int64_t N, int64_t in_features, int64_t out_fea
   SAFL_CHECK_RANGE(out_features >= 0, op, ": expected out_features >= 0 but received ", out_features);
 }
 
+// Note [column sums]: the bias gradient sums each column of dout over its rows in float for
+// blocks of kRowsPerBlock rows (vector adds, rounding near float precision within a block), the
+// blocks' sums in double; in row order, so the result does not depend on the thread count.
+constexpr int64_t kRowsPerBlock = 32;
+
 // Up to this many rows take the dot-product path (Note [few rows]).
 constexpr int64_t kFewRows = 12;
-// Output features per kernel tile, and multiply-adds that make a task worth handing out.
+// Output features per tile of several rows, output features a task takes at least (a multiple of
+// every SIMD width), and multiply-adds that make a task worth handing out.
 constexpr int64_t kTileOutputs = 4;
+constexpr int64_t kTaskOutputs = 16;
 constexpr int64_t kMultiplyAddsPerTask = 1 << 17;
 
 template <int W>
@@ -78,22 +85,27 @@ struct RowDots {
     }
   }
 
-  // The O outputs from w (and bias) for every row, kTileRows rows at a time.
-  template <int O>
-  static void outputs(float* out, int64_t ld_out, const float* x, const float* w, const float* bias, int64_t N,
-                      int64_t I) {
-    int64_t n = 0;
-    for (; n + kTileRows <= N; n += kTileRows) tile<kTileRows, O>(out + n * ld_out, ld_out, x + n * I, w, bias, I);
-    for (; n < N; ++n) tile<1, O>(out + n * ld_out, ld_out, x + n * I, w, bias, I);
-  }
-
-  // out[:, o0:o1] for every row.
+  // out[:, o0:o1] for every row. Rows go kTileRows at a time against kTileOutputs outputs; the
+  // rows left over (all of them for a single row) go one at a time against W outputs, whose W
+  // accumulators make one transposed sum. Every output is the same bits in either tile shape.
   static void run(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t I,
                   int64_t O, int64_t o0, int64_t o1) {
-    int64_t o = o0;
-    for (; o + kTileOutputs <= o1; o += kTileOutputs)
-      outputs<kTileOutputs>(out + o, O, x, weight + o * I, bias ? bias + o : nullptr, N, I);
-    for (; o < o1; ++o) outputs<1>(out + o, O, x, weight + o * I, bias ? bias + o : nullptr, N, I);
+    const int64_t grouped = N - N % kTileRows;
+    auto bias_at = [&](int64_t o) { return bias ? bias + o : nullptr; };
+    if (grouped > 0) {
+      int64_t o = o0;
+      for (; o + kTileOutputs <= o1; o += kTileOutputs)
+        for (int64_t n = 0; n < grouped; n += kTileRows)
+          tile<kTileRows, kTileOutputs>(out + n * O + o, O, x + n * I, weight + o * I, bias_at(o), I);
+      for (; o < o1; ++o)
+        for (int64_t n = 0; n < grouped; n += kTileRows)
+          tile<kTileRows, 1>(out + n * O + o, O, x + n * I, weight + o * I, bias_at(o), I);
+    }
+    for (int64_t n = grouped; n < N; ++n) {
+      int64_t o = o0;
+      for (; o + W <= o1; o += W) tile<1, W>(out + n * O + o, O, x + n * I, weight + o * I, bias_at(o), I);
+      for (; o < o1; ++o) tile<1, 1>(out + n * O + o, O, x + n * I, weight + o * I, bias_at(o), I);
+    }
   }
 };
 
@@ -131,10 +143,10 @@ RowDotsFn row_dots_kernel() {
 void linear_forward_few_rows(float* out, const float* x, const float* weight, const float* bias, int64_t N,
                              int64_t I, int64_t O) {
   const RowDotsFn kernel = row_dots_kernel();
-  const int64_t tiles = (O + kTileOutputs - 1) / kTileOutputs;
-  const int64_t grain = std::max<int64_t>(1, kMultiplyAddsPerTask / std::max<int64_t>(1, kTileOutputs * I * N));
-  parallel_for(0, tiles, grain, [&](int64_t lo, int64_t hi) {
-    kernel(out, x, weight, bias, N, I, O, lo * kTileOutputs, std::min(O, hi * kTileOutputs));
+  const int64_t blocks = (O + kTaskOutputs - 1) / kTaskOutputs;
+  const int64_t grain = std::max<int64_t>(1, kMultiplyAddsPerTask / std::max<int64_t>(1, kTaskOutputs * I * N));
+  parallel_for(0, blocks, grain, [&](int64_t lo, int64_t hi) {
+    kernel(out, x, weight, bias, N, I, O, lo * kTaskOutputs, std::min(O, hi * kTaskOutputs));
   });
 }
 
@@ -168,11 +180,16 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dout,
   if (in_features > 0)  // dW += doutᵀ · x
     sgemm(dweight, in_features, dout, out_features, true, x, in_features, false, out_features,
           in_features, N, 1.0f, 1.0f);
-  if (dbias) {  // db += column sums of dout, in double, each column by one task
+  if (dbias) {  // db += column sums of dout, each column by one task (Note [column sums])
     parallel_for(0, out_features, 64, [&](int64_t lo, int64_t hi) {
       std::vector<double> sums(hi - lo, 0.0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t o = lo; o < hi; ++o) sums[o - lo] += dout[n * out_features + o];
+      std::vector<float> block(hi - lo);
+      for (int64_t n0 = 0; n0 < N; n0 += kRowsPerBlock) {
+        std::fill(block.begin(), block.end(), 0.0f);
+        for (int64_t n = n0; n < std::min(N, n0 + kRowsPerBlock); ++n)
+          for (int64_t o = lo; o < hi; ++o) block[o - lo] += dout[n * out_features + o];
+        for (int64_t o = lo; o < hi; ++o) sums[o - lo] += block[o - lo];
+      }
       for (int64_t o = lo; o < hi; ++o) dbias[o] += float(sums[o - lo]);
     });
   }

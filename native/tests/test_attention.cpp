@@ -294,6 +294,7 @@ SAFL_TEST(attention_fast_matches_reference) {
       {2, 20, 37, 3, 8, true, 1, 2, 3},         // causal offset 17
       {1, 40, 31, 1, 16, false},
       {2, 1, 13, 4, 64, true, 0, 0, 13},        // one decoding step in a KV cache
+      {3, 1, 25, 8, 64, false},                 // a decoding step's cross-attention: two key tiles
       {96, 3, 4, 8, 64, false},                 // large batch
   };
   const safl::SimdLevel saved_level = safl::simd_level();

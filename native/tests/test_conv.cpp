@@ -1,6 +1,8 @@
 // conv2d: gradient checks of x, weight and bias over kernel/stride/padding combinations, the
-// im2col + GEMM path (whole and banded) against the direct-loop reference at several thread
-// counts, hand-computed cases, the workspace size, zero-size shapes and argument errors.
+// im2col + GEMM path (whole batch, chunks of images, bands of rows) against the direct-loop
+// reference at several thread counts, hand-computed cases, the workspace size, zero-size shapes
+// and argument errors.
+#include <algorithm>
 #include <vector>
 
 #include "common/error.h"
@@ -57,11 +59,13 @@ const std::vector<ConvCase>& cases() {
       {3, 1, 4, 3, 2, 1, 1, 1, 1, 1, 2, true},   // padding beyond the kernel: borders are bias
       {2, 2, 8, 7, 3, 3, 2, 3, 2, 2, 0, false},  // stride larger than the kernel
       {1, 2, 3, 3, 2, 3, 3, 1, 1, 0, 0, true},   // kernel covers the whole input: 1×1 output
-      // Short maps, where kernel rows see only padding (Note [kernel rows that only see padding]):
-      {2, 3, 1, 7, 4, 3, 3, 1, 1, 1, 1, true},   // H = 1: the middle kernel row alone
-      {2, 3, 2, 6, 3, 3, 3, 1, 1, 1, 1, false},  // H = 2: each output row misses one kernel row
-      {1, 2, 2, 5, 3, 5, 3, 1, 1, 2, 1, true},   // 5×3 kernel, H = 2, B = 1
-      {2, 2, 1, 4, 2, 3, 1, 1, 1, 3, 0, true},   // padding so wide that some rows see no input
+      // Short maps, where kernel rows see only padding (Note [kernel rows that only see padding]),
+      // wide enough to be cut into bands:
+      {2, 3, 1, 70, 4, 3, 3, 1, 1, 1, 1, true},   // H = 1: the middle kernel row alone
+      {2, 3, 2, 40, 3, 3, 3, 1, 1, 1, 1, false},  // H = 2: each output row misses one kernel row
+      {1, 2, 2, 70, 3, 5, 3, 1, 1, 2, 1, true},   // 5×3 kernel, H = 2, B = 1
+      {2, 2, 1, 64, 2, 3, 1, 1, 1, 3, 0, true},   // padding so wide that some rows see no input
+      {2, 3, 1, 7, 4, 3, 3, 1, 1, 1, 1, true},    // H = 1 but too few columns: the whole GEMM
   };
   return all;
 }
@@ -109,6 +113,8 @@ SAFL_TEST(conv2d_fast_matches_reference) {
   all.push_back({3, 8, 12, 20, 16, 3, 3, 1, 1, 1, 1, true});  // enough work to split into chunks
   all.push_back({4, 16, 6, 10, 8, 1, 1, 1, 1, 0, 0, false});
   all.push_back({1, 8, 9, 11, 5, 3, 3, 2, 1, 1, 1, true});
+  all.push_back({10, 16, 16, 32, 8, 3, 3, 1, 1, 1, 1, true});  // forward in chunks of images
+  all.push_back({8, 8, 64, 128, 8, 1, 1, 1, 1, 0, 0, false});  // pointwise, in chunks
   all.push_back({4, 16, 2, 25, 8, 3, 3, 1, 1, 1, 1, false});  // the last ResNet stages' maps
   all.push_back({3, 16, 1, 25, 8, 3, 3, 1, 1, 1, 1, true});
   Rng rng(12);
@@ -130,14 +136,17 @@ SAFL_TEST(conv2d_fast_matches_reference) {
           db(c.Co, -0.25f), db_ref(c.Co, -0.25f);
       c.backward(dx.data(), dw.data(), db.data(), ws.data(), dout.data(), x.data(), w.data());
       c.backward_reference(dx_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), x.data(), w.data());
+      // The reference sums each weight's gradient in float over B·Ho·Wo terms: its rounding grows
+      // with that count, which the large cases (thousands of terms) need room for.
+      const double dw_atol = 1e-5 * std::max(1.0, double(c.B * c.Ho() * c.Wo()) / 1000.0);
       EXPECT_ALL_CLOSE(dx.data(), dx_ref.data(), dx.size(), 1e-4, 1e-5);
-      EXPECT_ALL_CLOSE(dw.data(), dw_ref.data(), dw.size(), 1e-4, 1e-5);
+      EXPECT_ALL_CLOSE(dw.data(), dw_ref.data(), dw.size(), 1e-4, dw_atol);
       EXPECT_ALL_CLOSE(db.data(), db_ref.data(), db.size(), 1e-4, 1e-5);
 
       // Without dx: the weight gradient is the same, dx untouched.
       Guarded dw_only(c.w_size(), 0.5f);
       c.backward(nullptr, dw_only.data(), nullptr, ws.data(), dout.data(), x.data(), w.data());
-      EXPECT_ALL_CLOSE(dw_only.data(), dw_ref.data(), dw.size(), 1e-4, 1e-5);
+      EXPECT_ALL_CLOSE(dw_only.data(), dw_ref.data(), dw.size(), 1e-4, dw_atol);
 
       EXPECT_GUARDS(out, "out");
       EXPECT_GUARDS(ws, "workspace");
@@ -146,6 +155,36 @@ SAFL_TEST(conv2d_fast_matches_reference) {
       EXPECT_GUARDS(db, "dbias");
       EXPECT_GUARDS(dw_only, "dweight without dx");
     }
+  }
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(conv2d_chunks_same_bits_for_any_thread_count) {
+  // A batch in chunks of images (Note [images in chunks] in conv.cpp): forward and backward give
+  // the same bits whatever the number of threads.
+  const ConvCase c{10, 16, 16, 32, 8, 3, 3, 1, 1, 1, 1, true};
+  Rng rng(14);
+  std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co), dout(c.out_size());
+  rng.fill_uniform(x.data(), x.size());
+  rng.fill_uniform(w.data(), w.size());
+  rng.fill_uniform(b.data(), b.size());
+  rng.fill_uniform(dout.data(), dout.size());
+  std::vector<float> first_out, first_dx, first_dw;
+  for (int threads : {1, 2, 3}) {
+    safl::set_num_threads(threads);
+    Guarded out(c.out_size()), ws(size_t(c.workspace())), dx(c.x_size()), dw(c.w_size(), 0.5f), db(c.Co, 0.0f);
+    c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
+    c.backward(dx.data(), dw.data(), db.data(), ws.data(), dout.data(), x.data(), w.data());
+    if (first_out.empty()) {
+      first_out.assign(out.data(), out.data() + out.size());
+      first_dx.assign(dx.data(), dx.data() + dx.size());
+      first_dw.assign(dw.data(), dw.data() + dw.size());
+    }
+    EXPECT_ALL_CLOSE(out.data(), first_out.data(), out.size(), 0.0, 0.0);
+    EXPECT_ALL_CLOSE(dx.data(), first_dx.data(), dx.size(), 0.0, 0.0);
+    EXPECT_ALL_CLOSE(dw.data(), first_dw.data(), dw.size(), 0.0, 0.0);
+    EXPECT_GUARDS(ws, "workspace");
+    EXPECT_GUARDS(dw, "dweight");
   }
   safl::set_num_threads(safl::hardware_threads());
 }
@@ -211,9 +250,10 @@ SAFL_TEST(conv2d_workspace_size) {
   EXPECT(conv2d_workspace_floats(2, 3, 32, 64, 16, 3, 3, 1, 1, 1, 1) == (27 + 16) * 2 * 32 * 64);
   EXPECT(conv2d_workspace_floats(4, 8, 6, 10, 16, 1, 1, 1, 1, 0, 0) == (8 + 16) * 4 * 60);
   EXPECT(conv2d_workspace_floats(1, 8, 6, 10, 16, 1, 1, 2, 1, 0, 0) == 8 * 3 * 10);
-  // H = 1, 3×3 pad 1: one band of the middle kernel row, K = 4·3, N = 2·7: its col, the (Co, N)
-  // product and two (Co, K) weight slices.
-  EXPECT(conv2d_workspace_floats(2, 4, 1, 7, 3, 3, 3, 1, 1, 1, 1) == 12 * 14 + 3 * 14 + 2 * 3 * 12);
+  // H = 1, 3×3 pad 1: one band of the middle kernel row, K = 4·3, N = 2·70: its col, the (Co, N)
+  // product and two (Co, K) weight slices. With 2·7 columns, the whole GEMM (K = 4·9).
+  EXPECT(conv2d_workspace_floats(2, 4, 1, 70, 3, 3, 3, 1, 1, 1, 1) == 12 * 140 + 3 * 140 + 2 * 3 * 12);
+  EXPECT(conv2d_workspace_floats(2, 4, 1, 7, 3, 3, 3, 1, 1, 1, 1) == (36 + 3) * 14);
   EXPECT(conv2d_workspace_floats(0, 8, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
   EXPECT(conv2d_workspace_floats(2, 0, 6, 10, 16, 3, 3, 1, 1, 1, 1) == 0);
   EXPECT(conv2d_workspace_floats(2, 8, 6, 10, 0, 3, 3, 1, 1, 1, 1) == 0);
