@@ -56,6 +56,11 @@ class ThreadPool {
   }
 
   // Runs task(i) for i in [0, n_tasks): workers and the caller pull indices until none remain.
+  // Note [join before working]: a worker takes part in a run only by joining it (a ticket) before
+  // it touches the run; once the caller has no tasks left it closes the run and waits only for
+  // the workers that joined. A worker the OS has not scheduled yet (another process holds the
+  // core) finds the run closed when it wakes and goes back to waiting, instead of the caller
+  // waiting for it to wake only to find nothing left to do.
   void run(int64_t n_tasks, const std::function<void(int64_t)>& task) {
     std::lock_guard<std::mutex> dispatch(dispatch_mutex_);
     {
@@ -63,17 +68,19 @@ class ThreadPool {
       task_ = &task;
       n_tasks_ = n_tasks;
       next_task_.store(0);
-      busy_workers_ = static_cast<int>(workers_.size());
-      running_workers_.store(busy_workers_);
+      finished_workers_ = 0;
+      finished_flag_.store(0);
       error_ = nullptr;
       ++generation_;
+      ticket_.store(ticket_generation(generation_));
       published_generation_.store(generation_);
     }
     wake_.notify_all();
     work_through_tasks();
-    spin_until([&] { return running_workers_.load() == 0; });
+    const int joined = static_cast<int>(ticket_.fetch_or(kClosed) & kJoinedMask);
+    spin_until([&] { return finished_flag_.load() == joined; });
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return busy_workers_ == 0; });
+    done_.wait(lock, [&] { return finished_workers_ == joined; });
     task_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -82,8 +89,7 @@ class ThreadPool {
   void start(int threads) {
     quit_ = false;
     quit_flag_.store(false);
-    // A new worker has seen every run so far: starting from 0 after a resize would make it take
-    // part in a finished run and unbalance busy_workers_.
+    // A new worker has seen every run so far: it waits for the next one.
     const uint64_t current = generation_;
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, current] { worker_loop(current); });
   }
@@ -116,6 +122,19 @@ class ThreadPool {
     tls_inside_pool_task = was_inside;
   }
 
+  // The ticket of a run: its generation in the high 32 bits, kClosed, then the joined count.
+  static constexpr uint64_t kClosed = uint64_t(1) << 31;
+  static constexpr uint64_t kJoinedMask = kClosed - 1;
+  static uint64_t ticket_generation(uint64_t generation) { return (generation & 0xFFFFFFFFu) << 32; }
+
+  // Note [join before working]: true when this worker joined run `generation` before it closed.
+  bool join(uint64_t generation) {
+    uint64_t ticket = ticket_.load();
+    while ((ticket & ~(kClosed | kJoinedMask)) == ticket_generation(generation) && !(ticket & kClosed))
+      if (ticket_.compare_exchange_weak(ticket, ticket + 1)) return true;
+    return false;
+  }
+
   void worker_loop(uint64_t seen) {
     for (;;) {
       {
@@ -125,12 +144,13 @@ class ThreadPool {
         if (quit_) return;
         seen = generation_;
       }
+      if (!join(seen)) continue;
       work_through_tasks();
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        running_workers_.store(busy_workers_ - 1);
-        if (--busy_workers_ == 0) done_.notify_one();
+        finished_flag_.store(++finished_workers_);
       }
+      done_.notify_one();
     }
   }
 
@@ -141,13 +161,14 @@ class ThreadPool {
   const std::function<void(int64_t)>* task_ = nullptr;
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};
-  int busy_workers_ = 0;
+  int finished_workers_ = 0;  // workers of this run that joined it and are done
   uint64_t generation_ = 0;
   bool quit_ = false;
-  // Mirrors of generation_, busy_workers_ and quit_ that the spinning loops read without the
+  std::atomic<uint64_t> ticket_{0};  // Note [join before working]
+  // Mirrors of generation_, finished_workers_ and quit_ that the spinning loops read without the
   // mutex (Note [spin before sleeping]); the mutex-guarded fields stay the source of truth.
   std::atomic<uint64_t> published_generation_{0};
-  std::atomic<int> running_workers_{0};
+  std::atomic<int> finished_flag_{0};
   std::atomic<bool> quit_flag_{false};
   std::exception_ptr error_;
 };

@@ -71,3 +71,20 @@ SAFL_TEST(threadpool_resize_between_runs) {
   }
   safl::set_num_threads(safl::hardware_threads());
 }
+
+// Note [join before working]: back-to-back runs on more threads than cores, where some workers
+// join a run late or not at all, still run every task exactly once and never hang.
+SAFL_TEST(threadpool_back_to_back_runs_with_late_workers) {
+  safl::set_num_threads(6);
+  int64_t total = 0;
+  for (int run = 0; run < 20000; ++run) {
+    std::atomic<int64_t> sum{0};
+    const int64_t n = 1 + run % 9;
+    safl::parallel_for(0, n, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) sum += i + 1;
+    });
+    total += sum.load() == n * (n + 1) / 2 ? 1 : 0;
+  }
+  EXPECT(total == 20000);
+  safl::set_num_threads(safl::hardware_threads());
+}
