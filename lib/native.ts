@@ -1,7 +1,9 @@
 // Loading the native addons. The CPU addon comes through node-gyp-build (prebuilds/ or build/);
 // node-gyp-build knows nothing of CUDA, so the CUDA addon is loaded by explicit path, and only
 // when asked for ('cuda') or allowed ('auto'). A missing driver or GPU never crashes the process:
-// 'auto' falls back to the CPU quietly, 'cuda' throws an Error that says why.
+// 'auto' falls back to the CPU quietly, 'cuda' throws an Error that says why. The environment
+// variable SAFL_CUDA_ADDON names another CUDA addon file to load instead (scripts/gpu-check.sh
+// tests the one it builds this way).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
@@ -46,6 +48,8 @@ export function loadCpuAddon(): Addon {
 }
 
 function cudaAddonPaths(): string[] {
+  const override = process.env.SAFL_CUDA_ADDON;
+  if (override !== undefined && override !== '') return [path.resolve(override)];
   const platform = `${process.platform}-${process.arch}`;
   return [
     path.join(packageRoot, 'build', 'Release', 'safl_cuda.node'),
@@ -58,7 +62,11 @@ export function loadCudaAddon(): Addon | null {
   if (cudaAddon !== undefined) return cudaAddon;
   const file = cudaAddonPaths().find((p) => existsSync(p));
   if (file === undefined) {
-    cudaLoadError = 'no CUDA addon was built (it is built when nvcc is present at install time)';
+    const override = process.env.SAFL_CUDA_ADDON;
+    cudaLoadError =
+      override !== undefined && override !== ''
+        ? `SAFL_CUDA_ADDON names ${path.resolve(override)}, which does not exist`
+        : 'no CUDA addon was built (it is built when nvcc is present at install time)';
     cudaAddon = null;
     return null;
   }

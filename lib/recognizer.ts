@@ -31,8 +31,9 @@ export interface RecognitionResult {
 /** Options of {@link Recognizer.load} and {@link Recognizer.create}. */
 export interface RecognizerOptions {
   /**
-   * Where the network runs: 'cpu', 'cuda', or 'auto' (default). The network runs on the CPU for
-   * now: 'auto' picks the CPU, and 'cuda' throws (see {@link Recognizer.load}).
+   * Where the network runs: 'cpu', 'cuda', or 'auto' (default): the GPU when the CUDA addon was
+   * built and a GPU answers, else the CPU. 'cuda' without a usable GPU throws (see {@link Recognizer.load}).
+   * The GPU decodes greedily only: with a beamWidth over 1, 'auto' picks the CPU and 'cuda' throws.
    */
   device?: Device;
   /**
@@ -141,13 +142,20 @@ function checkBeamWidth(beamWidth: number, numClasses: number): void {
   check.integer(beamWidth, 'beamWidth', 1, Math.min(64, numClasses));
 }
 
-/** The NativeModel class of the addon that runs `device`. */
-function nativeModelClass(device: Device): NativeModelClass {
-  if (device === 'cuda') {
-    addonFor('cuda'); // throws "device 'cuda' is not available: <reason>" when there is no GPU
-    throw new Error("device 'cuda': the network's CUDA backend is not available yet");
+/**
+ * The NativeModel class of the addon that runs `device`, and the device it runs on ('auto'
+ * resolved). Throws "device 'cuda' is not available: <reason>" for 'cuda' without a usable GPU.
+ *
+ * Note [beam search on the CPU]: the CUDA network decodes greedily only (CudaNetwork::recognize
+ * in native/cuda/network.cu), so 'auto' with a beam wider than 1 runs on the CPU, and 'cuda'
+ * with one is an Error at load time rather than at every recognize().
+ */
+function nativeModelClass(device: Device, beamWidth: number): { NativeModel: NativeModelClass; device: 'cpu' | 'cuda' } {
+  const chosen = addonFor(device === 'auto' && beamWidth > 1 ? 'cpu' : device);
+  if (chosen.device === 'cuda' && beamWidth > 1) {
+    throw new Error(`device 'cuda' decodes greedily only: beamWidth ${beamWidth} needs device 'cpu' (or 'auto', which picks it)`);
   }
-  return (loadCpuAddon() as unknown as { NativeModel: NativeModelClass }).NativeModel;
+  return { NativeModel: (chosen.addon as unknown as { NativeModel: NativeModelClass }).NativeModel, device: chosen.device };
 }
 
 /** Sizes the native thread pool of every loaded addon (as setThreads() in index.ts). */
@@ -196,7 +204,7 @@ export class Recognizer {
   readonly charset: readonly string[];
   /** The training summary stored in the model file ({} for an untrained model). */
   readonly training: Readonly<Record<string, unknown>>;
-  /** Where the network runs ('cpu' until the network's CUDA backend arrives). */
+  /** Where the network runs ('auto' resolved). */
   readonly device: 'cpu' | 'cuda';
   /** Most images per native call. */
   readonly batchSize: number;
@@ -213,7 +221,14 @@ export class Recognizer {
   #idleWaiters: Array<() => void> = [];
 
   /** Use {@link Recognizer.load} or {@link Recognizer.create}. */
-  private constructor(token: symbol, model: NativeModel, charset: string[], training: Record<string, unknown>, options: CheckedOptions) {
+  private constructor(
+    token: symbol,
+    model: NativeModel,
+    device: 'cpu' | 'cuda',
+    charset: string[],
+    training: Record<string, unknown>,
+    options: CheckedOptions,
+  ) {
     if (token !== constructing) throw new TypeError('Recognizer is made by Recognizer.load() or Recognizer.create()');
     this.#model = model;
     const config = JSON.parse(model.config()) as ModelConfig;
@@ -221,7 +236,7 @@ export class Recognizer {
     this.config = Object.freeze(config);
     this.charset = Object.freeze(charset);
     this.training = Object.freeze(training);
-    this.device = 'cpu';
+    this.device = device;
     this.batchSize = options.batchSize;
     this.beamWidth = options.beamWidth;
   }
@@ -235,8 +250,9 @@ export class Recognizer {
    * @throws TypeError / RangeError for a bad argument ("Expected <what> for <option> but received <value>").
    * @throws Error naming the file: missing, empty, not a safl model file, an unsupported format
    *   version, invalid metadata, or a tensor that is truncated, of the wrong shape or not finite.
-   * @throws Error for device 'cuda': "device 'cuda' is not available: <reason>" without a GPU, and
-   *   "device 'cuda': the network's CUDA backend is not available yet" with one.
+   * @throws Error for device 'cuda' without a usable GPU: "device 'cuda' is not available: <reason>"
+   *   (no CUDA addon was built, it did not load, no GPU or driver answers, or the GPU is too old);
+   *   "device 'cuda' decodes greedily only: …" with a beamWidth over 1.
    * @example
    * ```ts
    * const recognizer = await Recognizer.load('model.safetensors', { device: 'cpu', threads: 4 });
@@ -247,7 +263,7 @@ export class Recognizer {
       throw new TypeError(`Expected a path or a Buffer for model but received ${describe(model)}`);
     }
     const checked = checkOptions(check.options(options, 'options'));
-    const nativeClass = nativeModelClass(checked.device);
+    const chosen = nativeModelClass(checked.device, checked.beamWidth);
     let source: string;
     let bytes: Uint8Array;
     if (typeof model === 'string' || model === undefined) {
@@ -262,9 +278,9 @@ export class Recognizer {
     }
     const metadata = readMetadata(bytes, source);
     checkBeamWidth(checked.beamWidth, metadata.config.num_classes);
-    const native = await nativeClass.fromBuffer(bytes, source);
+    const native = await chosen.NativeModel.fromBuffer(bytes, source);
     if (checked.threads !== undefined) setPoolThreads(checked.threads);
-    return new Recognizer(constructing, native, metadata.charset, metadata.training, checked);
+    return new Recognizer(constructing, native, chosen.device, metadata.charset, metadata.training, checked);
   }
 
   /**
@@ -286,10 +302,10 @@ export class Recognizer {
     const seed = raw.seed === undefined ? 0 : check.integer(raw.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
     const numClasses = charset.length + SPECIAL_CLASSES;
     checkBeamWidth(checked.beamWidth, numClasses);
-    const nativeClass = nativeModelClass(checked.device);
+    const chosen = nativeModelClass(checked.device, checked.beamWidth);
     let configJson: string;
     if (raw.config === undefined || typeof raw.config === 'string') {
-      configJson = nativeClass.preset(raw.config === undefined ? 'tiny' : check.oneOf(raw.config, 'config', PRESETS), numClasses);
+      configJson = chosen.NativeModel.preset(raw.config === undefined ? 'tiny' : check.oneOf(raw.config, 'config', PRESETS), numClasses);
     } else {
       const config = check.options(raw.config, 'config');
       if (config.num_classes !== undefined && config.num_classes !== numClasses) {
@@ -299,9 +315,9 @@ export class Recognizer {
       }
       configJson = JSON.stringify({ ...config, num_classes: numClasses });
     }
-    const native = await nativeClass.create(configJson, seed);
+    const native = await chosen.NativeModel.create(configJson, seed);
     if (checked.threads !== undefined) setPoolThreads(checked.threads);
-    return new Recognizer(constructing, native, charset, {}, checked);
+    return new Recognizer(constructing, native, chosen.device, charset, {}, checked);
   }
 
   /**

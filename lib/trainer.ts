@@ -102,7 +102,7 @@ export interface TrainerCreateOptions extends TrainOptions {
   charset?: string | readonly string[];
   /** Seed of the initialisation, the data order and dropout, 0…2^53−1 (default 0). */
   seed?: number;
-  /** 'auto' (default), 'cpu' or 'cuda' (the network runs on the CPU for now). */
+  /** 'auto' (default: the GPU when the CUDA addon was built and a GPU answers, else the CPU), 'cpu' or 'cuda'. */
   device?: Device;
   /** Size of the native thread pool, 1…1024 (process-wide; default: the hardware threads). */
   threads?: number;
@@ -241,12 +241,13 @@ interface NativeAddon {
   NativeModel: { preset(name: 'tiny' | 'base', numClasses: number): string };
 }
 
-function nativeAddon(device: Device): NativeAddon {
-  if (device === 'cuda') {
-    addonFor('cuda'); // throws "device 'cuda' is not available: <reason>" when there is no GPU
-    throw new Error("device 'cuda': the network's CUDA backend is not available yet");
-  }
-  return loadCpuAddon() as unknown as NativeAddon;
+/**
+ * The addon that runs `device`, and the device it runs on ('auto' resolved). Throws "device 'cuda'
+ * is not available: <reason>" for 'cuda' without a usable GPU.
+ */
+function nativeAddon(device: Device): { addon: NativeAddon; device: 'cpu' | 'cuda' } {
+  const chosen = addonFor(device);
+  return { addon: chosen.addon as unknown as NativeAddon, device: chosen.device };
 }
 
 function setPoolThreads(threads: number): void {
@@ -562,12 +563,19 @@ export class Trainer {
   #closed = false;
   #warned = { unknown: 0, long: 0, image: 0 };
 
-  private constructor(token: symbol, native: NativeTrainer, charset: string[], options: ResolvedOptions, restored?: CheckpointState) {
+  private constructor(
+    token: symbol,
+    native: NativeTrainer,
+    device: 'cpu' | 'cuda',
+    charset: string[],
+    options: ResolvedOptions,
+    restored?: CheckpointState,
+  ) {
     if (token !== constructing) throw new TypeError('Trainer is made by Trainer.create() or Trainer.resume()');
     this.#native = native;
     this.config = Object.freeze(parseConfig(native.config()));
     this.charset = Object.freeze(charset);
-    this.device = 'cpu';
+    this.device = device;
     this.options = Object.freeze(options);
     this.#labels = new LabelEncoder({ charset, maxLength: this.config.max_len, unknown: options.unknownChars, tooLong: options.longLabels });
     this.#step = restored?.step ?? 0;
@@ -605,11 +613,11 @@ export class Trainer {
     const charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
     const seed = optional(raw.seed, 0, (v) => check.integer(v, 'seed', 0, Number.MAX_SAFE_INTEGER));
     const resolved = resolveOptions(raw, seed);
-    const addon = nativeAddon(device);
+    const { addon, device: runsOn } = nativeAddon(device);
     const configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
     const native = await addon.NativeTrainer.create(configJson, seed);
     if (threads !== undefined) setPoolThreads(threads);
-    return new Trainer(constructing, native, charset, resolved);
+    return new Trainer(constructing, native, runsOn, charset, resolved);
   }
 
   /**
@@ -635,7 +643,7 @@ export class Trainer {
     const file = await checkpointFile(checkpoint);
     const bytes = await readFileBytes(file);
     const { config, charset, state } = readCheckpointMetadata(bytes, file);
-    const addon = nativeAddon(device);
+    const { addon, device: runsOn } = nativeAddon(device);
     if (raw.config !== undefined) {
       const expected = JSON.parse(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
       expected.dropout = shortestFloat32(expected.dropout);
@@ -652,7 +660,7 @@ export class Trainer {
       throw err;
     }
     if (threads !== undefined) setPoolThreads(threads);
-    const trainer = new Trainer(constructing, native, charset, run, state);
+    const trainer = new Trainer(constructing, native, runsOn, charset, run, state);
     if (run.checkpointDir !== undefined) await trainer.#trimMetrics(run.checkpointDir);
     return trainer;
   }

@@ -15,10 +15,38 @@
 
 #ifdef SAFL_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include <string>
+
+#include "model/network_cuda.h"
 #endif
 
 namespace safl::addon {
 namespace {
+
+#ifdef SAFL_WITH_CUDA
+// Note [kernels need sm_80]: the kernels use TF32 tensor cores and cp.async, and the build holds
+// machine code for sm_80 and sm_90 plus sm_90 PTX (CMakeLists.txt): a GPU older than compute
+// capability 8.0 answers but cannot run them, so info() reports it unavailable and 'auto' stays
+// on the CPU instead of failing at the first kernel launch.
+constexpr int kMinComputeMajor = 8;
+
+// Whether the first GPU can run the network; when not, *reason says why.
+bool cuda_usable(std::string* reason, cudaDeviceProp* prop) {
+  if (!model::cuda_device_available(reason)) return false;
+  const cudaError_t status = cudaGetDeviceProperties(prop, 0);
+  if (status != cudaSuccess) {
+    *reason = cudaGetErrorString(status);
+    return false;
+  }
+  if (prop->major < kMinComputeMajor) {
+    *reason = std::string(prop->name) + " has compute capability " + std::to_string(prop->major) + "." +
+              std::to_string(prop->minor) + "; safl's CUDA kernels need 8.0 or newer";
+    return false;
+  }
+  return true;
+}
+#endif
 
 // info(): what this build is and what the machine offers.
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -29,17 +57,17 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef SAFL_WITH_CUDA
   cuda.Set("built", true);
+  std::string reason;
+  cudaDeviceProp prop{};
   int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status == cudaSuccess && devices > 0) {
+  if (cuda_usable(&reason, &prop) && cudaGetDeviceCount(&devices) == cudaSuccess) {
     backends.Set(uint32_t(1), "cuda");
     cuda.Set("available", true);
     cuda.Set("devices", devices);
-    cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) cuda.Set("name", prop.name);
+    cuda.Set("name", prop.name);
   } else {
     cuda.Set("available", false);
-    cuda.Set("reason", status == cudaSuccess ? "no GPU found" : cudaGetErrorString(status));
+    cuda.Set("reason", reason.empty() ? "no GPU found" : reason);
   }
 #else
   cuda.Set("built", false);

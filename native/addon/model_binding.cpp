@@ -10,8 +10,9 @@
 //   model.save(dtype, metadata) → Promise<Buffer>                  dtype 'float32' or 'float16'
 //   model.close()                                                  frees the network's memory
 //
-// One call at a time and closing while a call runs: network_object.h (its Notes [one call at a
-// time] and [closing while a call runs]).
+// One call at a time, closing while a call runs, and where the network runs (the CPU, or the GPU in
+// the CUDA addon): network_object.h (its Notes [one call at a time], [closing while a call runs]
+// and [the network that runs]).
 #include "addon/model_binding.h"
 
 #include <map>

@@ -1,6 +1,6 @@
-// The pieces NativeModel and NativeTrainer share (see network_object.h): the network handle, the
-// factory plumbing, recognize() with its conversion of decoded words to JS, the save worker, and the
-// argument readers.
+// The pieces NativeModel and NativeTrainer share (see network_object.h): the network handle with
+// the network that runs on the CPU or, in the CUDA addon, on the device, the factory plumbing,
+// recognize() with its conversion of decoded words to JS, the save worker, and the argument readers.
 #include "addon/network_object.h"
 
 #include <cstring>
@@ -19,7 +19,11 @@ NetworkHandle::NetworkHandle(std::unique_ptr<model::Network> network, int64_t by
       bytes_(bytes),
       closed_message_(std::move(closed_message)),
       release_extras_(std::move(release_extras)),
-      network_(std::move(network)) {}
+      network_(std::move(network)) {
+#ifdef SAFL_WITH_CUDA
+  device_ = std::make_unique<model::CudaNetwork>(*network_);
+#endif
+}
 
 void NetworkHandle::report_memory(Napi::Env env) {
   if (!memory_reported_) Napi::MemoryManagement::AdjustExternalMemory(env, bytes_);
@@ -44,6 +48,9 @@ void NetworkHandle::close(Napi::Env env) {
 }
 
 void NetworkHandle::release() {
+#ifdef SAFL_WITH_CUDA
+  device_.reset();
+#endif
   network_.reset();
   if (release_extras_) release_extras_();
 }
@@ -55,6 +62,32 @@ PendingCall::PendingCall(std::shared_ptr<NetworkHandle> handle) : handle_(std::m
 PendingCall::~PendingCall() {
   if (--handle_->pending_calls_ == 0 && handle_->closed_) handle_->release();
 }
+
+// ---- the lock ------------------------------------------------------------------------------------
+
+#ifdef SAFL_WITH_CUDA
+
+RunningNetwork& NetworkLock::running() { return *handle_.device_; }
+
+model::Network& NetworkLock::synced() {
+  handle_.device_->download(*handle_.network_);
+  return *handle_.network_;
+}
+
+void NetworkLock::reload() {
+  // The new network is made before the assignment frees the old one.
+  handle_.device_ = std::make_unique<model::CudaNetwork>(*handle_.network_);
+}
+
+#else
+
+RunningNetwork& NetworkLock::running() { return *handle_.network_; }
+
+model::Network& NetworkLock::synced() { return *handle_.network_; }
+
+void NetworkLock::reload() {}
+
+#endif
 
 // ---- the classes and their factories -------------------------------------------------------------
 
@@ -110,7 +143,7 @@ class RecognizeWorker : public PromiseWorker {
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
-    decoded_ = lock.network().recognize(images_.data(), batch_, beam_width_);
+    decoded_ = lock.running().recognize(images_.data(), batch_, beam_width_);
   }
   Napi::Value Result(Napi::Env env) override { return words_to_js(env, decoded_); }
 
@@ -147,7 +180,7 @@ class SaveWorker : public BufferWorker {
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
-    bytes_ = lock.network().save(dtype_, metadata_);
+    bytes_ = lock.synced().save(dtype_, metadata_);
   }
 
  private:

@@ -13,6 +13,13 @@
 // when it is destroyed (after its promise settles); close() frees the network at once when no call
 // is pending, else the last pending call frees it. Calls made after close() throw the handle's
 // closed message ("the recognizer is closed"); calls made before it finish normally.
+//
+// Note [the network that runs]: the CPU addon (safl.node) runs the model::Network itself. The
+// CUDA addon (safl_cuda.node, built with SAFL_WITH_CUDA) runs a model::CudaNetwork made from it
+// when the handle is made; the host Network stays as the copy that files are read into and
+// written from. The device is the truth while training, so whatever reads the host's parameters
+// or buffers takes NetworkLock::synced(), which downloads them first. The memory reported to V8
+// is the host memory the state holds; device memory is not V8's to manage.
 #pragma once
 #include <napi.h>
 
@@ -30,8 +37,18 @@
 #include "model/config.h"
 #include "model/network.h"
 #include "model/safetensors.h"
+#ifdef SAFL_WITH_CUDA
+#include "model/network_cuda.h"
+#endif
 
 namespace safl::addon {
+
+// The network that runs the calls (Note [the network that runs]).
+#ifdef SAFL_WITH_CUDA
+using RunningNetwork = model::CudaNetwork;
+#else
+using RunningNetwork = model::Network;
+#endif
 
 constexpr int64_t kMaxBatch = 4096;
 constexpr int64_t kMaxSafeInteger = (int64_t(1) << 53) - 1;  // Number.MAX_SAFE_INTEGER
@@ -43,6 +60,8 @@ class NetworkHandle {
   // bytes: the memory the class's state holds, reported to V8's garbage collector while the object
   // is open. closed_message: the Error calls throw after close(). release_extras: frees what the
   // state keeps beside the network (the trainer's Adam moments), called when the network is freed.
+  // With CUDA, copies the network to the device (on the caller's thread: a factory's worker),
+  // throwing safl::Error when no device answers or its memory runs out.
   NetworkHandle(std::unique_ptr<model::Network> network, int64_t bytes, std::string closed_message,
                 std::function<void()> release_extras = nullptr);
   NetworkHandle(const NetworkHandle&) = delete;
@@ -68,6 +87,9 @@ class NetworkHandle {
   const std::function<void()> release_extras_;
   std::mutex mutex_;  // Note [one call at a time]
   std::unique_ptr<model::Network> network_;
+#ifdef SAFL_WITH_CUDA
+  std::unique_ptr<model::CudaNetwork> device_;  // made from network_ (Note [the network that runs])
+#endif
   // Main thread only (Note [closing while a call runs]).
   bool closed_ = false;
   int pending_calls_ = 0;
@@ -98,7 +120,17 @@ class PendingCall {
 class NetworkLock {
  public:
   explicit NetworkLock(NetworkHandle& handle) : handle_(handle), lock_(handle.mutex_) {}
-  model::Network& network() { return *handle_.network_; }
+  // The network that runs calls: the host Network on the CPU, the CudaNetwork with CUDA.
+  RunningNetwork& running();
+  // The host Network with the running network's parameters and buffers (Note [the network that
+  // runs]): what saving reads.
+  model::Network& synced();
+  // The host Network as it is, for writing into: a file is loaded into it, then reload() makes
+  // the running network from it.
+  model::Network& host() { return *handle_.network_; }
+  // Makes the running network from the host Network again, after a load into host(). With CUDA a
+  // new device network is made before the old one is freed: when that fails, the old one runs on.
+  void reload();
 
  private:
   NetworkHandle& handle_;

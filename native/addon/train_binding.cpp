@@ -27,9 +27,16 @@
 // running statistics the forward pass had already updated (a non-finite batch would otherwise
 // poison them for inference). It resolves with skipped: true; the caller decides when to give up.
 //
+// Note [where the optimizer state lives]: in the CPU addon the gradients are the host Network's
+// and Adam's moments are TrainerState's m and v. In the CUDA addon the CudaNetwork keeps the
+// gradients, the moments and the batch-norm buffers on the device; step() runs forward, backward,
+// the gradient norm and Adam there, and only the loss, the counts and the norm come back.
+// Checkpoints copy the parameters and moments to the host and back. The few functions that differ
+// are together below ("the backend"); the workers are the same for both.
+//
 // The network's handle, recognize(), save() without the optimizer, and the argument readers are
-// shared with NativeModel (network_object.h, also for its Notes [one call at a time] and [closing
-// while a call runs]).
+// shared with NativeModel (network_object.h, also for its Notes [one call at a time], [closing
+// while a call runs] and [the network that runs]).
 #include "addon/train_binding.h"
 
 #include <algorithm>
@@ -58,6 +65,54 @@ constexpr const char* kVelocityName = "optimizer.v";
 constexpr const char* kStepKey = "optimizer_step";
 constexpr const char* kClosed = "the trainer is closed";
 
+// ---- the backend (Note [where the optimizer state lives]) ----------------------------------------
+
+#ifdef SAFL_WITH_CUDA
+
+// The network's handle (whose CudaNetwork holds the optimizer state) and the step count.
+struct TrainerState {
+  TrainerState(std::unique_ptr<model::Network> network, int64_t bytes)
+      : handle(std::move(network), bytes, kClosed) {}
+  NetworkHandle handle;
+  int64_t optimizer_step = 0;
+};
+
+std::shared_ptr<TrainerState> make_state(std::unique_ptr<model::Network> network) {
+  // The host copy's parameters and buffers, reported to V8's garbage collector.
+  const int64_t bytes = (network->layout().param_floats + network->layout().buffer_floats) * int64_t(sizeof(float));
+  return std::make_shared<TrainerState>(std::move(network), bytes);
+}
+
+std::vector<float> copy_running_stats(NetworkLock& lock, const TrainerState&) {
+  std::vector<float> stats(size_t(lock.host().layout().buffer_floats));  // (buffer_floats)
+  lock.running().download_buffers(stats.data());
+  return stats;
+}
+
+void restore_running_stats(NetworkLock& lock, TrainerState&, const std::vector<float>& stats) {
+  lock.running().upload_buffers(stats.data());
+}
+
+double gradient_norm(NetworkLock& lock, const TrainerState&) { return lock.running().grad_norm(); }
+
+void adam_update(NetworkLock& lock, TrainerState& state, float grad_scale, const AdamOptions& options) {
+  lock.running().adam_step(state.optimizer_step + 1, grad_scale, options);
+}
+
+// Adam's moments, (param_floats) each, copied to the host.
+void copy_moments(NetworkLock& lock, const TrainerState&, std::vector<float>& m, std::vector<float>& v) {
+  const size_t P = size_t(lock.host().layout().param_floats);
+  m.resize(P);
+  v.resize(P);
+  lock.running().download_moments(m.data(), v.data());
+}
+
+void set_moments(NetworkLock& lock, TrainerState&, std::vector<float>& m, std::vector<float>& v) {
+  lock.running().upload_moments(m.data(), v.data());
+}
+
+#else
+
 // The network's handle and, beside it, the Adam state: the handle frees the moments with the network.
 struct TrainerState {
   TrainerState(std::unique_ptr<model::Network> network, int64_t bytes)
@@ -80,6 +135,40 @@ std::shared_ptr<TrainerState> make_state(std::unique_ptr<model::Network> network
   state->v.assign(P, 0.0f);
   return state;
 }
+
+std::vector<float> copy_running_stats(NetworkLock& lock, const TrainerState&) {
+  model::Network& network = lock.running();
+  return std::vector<float>(network.buffers(), network.buffers() + network.layout().buffer_floats);
+}
+
+void restore_running_stats(NetworkLock& lock, TrainerState&, const std::vector<float>& stats) {
+  std::copy(stats.begin(), stats.end(), lock.running().buffers());
+}
+
+double gradient_norm(NetworkLock& lock, const TrainerState&) {
+  model::Network& network = lock.running();
+  return cpu::grad_norm(network.grads(), network.layout().param_floats);
+}
+
+void adam_update(NetworkLock& lock, TrainerState& state, float grad_scale, const AdamOptions& options) {
+  model::Network& network = lock.running();
+  cpu::adam_step(network.params(), state.m.data(), state.v.data(), network.grads(), network.layout().param_floats,
+                 state.optimizer_step + 1, grad_scale, options);
+}
+
+void copy_moments(NetworkLock&, const TrainerState& state, std::vector<float>& m, std::vector<float>& v) {
+  m = state.m;
+  v = state.v;
+}
+
+void set_moments(NetworkLock&, TrainerState& state, std::vector<float>& m, std::vector<float>& v) {
+  state.m.swap(m);
+  state.v.swap(v);
+}
+
+#endif
+
+// ---- helpers -------------------------------------------------------------------------------------
 
 // "d_model is 32 in the checkpoint but 256 in this trainer; heads …", or "" when the configs agree.
 std::string config_differences(const model::Config& file, const model::Config& ours) {
@@ -170,23 +259,21 @@ class StepWorker : public PromiseWorker {
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
-    model::Network& network = lock.network();
-    const int64_t P = network.layout().param_floats, nbuf = network.layout().buffer_floats;
-    const int64_t pad = network.config().pad(), T = network.config().tgt_len();
+    const model::Config& c = call_.handle().config();
+    const int64_t pad = c.pad(), T = c.tgt_len();
     for (int64_t i = 0; i < batch_ * T; ++i) tokens_ += targets_.data()[i] != pad;
     // Note [skipped steps leave the state unchanged].
-    const std::vector<float> running_stats(network.buffers(), network.buffers() + nbuf);
-    loss_ = network.forward_backward(images_.data(), targets_.data(), batch_, options_.gamma, options_.alpha,
-                                     options_.dropout_seed, &correct_);
-    if (std::isfinite(loss_)) grad_norm_ = cpu::grad_norm(network.grads(), P);
+    const std::vector<float> running_stats = copy_running_stats(lock, state_);
+    loss_ = lock.running().forward_backward(images_.data(), targets_.data(), batch_, options_.gamma, options_.alpha,
+                                            options_.dropout_seed, &correct_);
+    if (std::isfinite(loss_)) grad_norm_ = gradient_norm(lock, state_);
     if (!std::isfinite(loss_) || !std::isfinite(grad_norm_)) {
-      std::copy(running_stats.begin(), running_stats.end(), network.buffers());
+      restore_running_stats(lock, state_, running_stats);
       skipped_ = true;
       return;
     }
     const float scale = options_.max_norm > 0.0f ? clip_factor(grad_norm_, options_.max_norm) : 1.0f;
-    cpu::adam_step(network.params(), state_.m.data(), state_.v.data(), network.grads(), P, state_.optimizer_step + 1,
-                   scale, options_.adam);
+    adam_update(lock, state_, scale, options_.adam);
     ++state_.optimizer_step;
   }
   Napi::Value Result(Napi::Env env) override {
@@ -255,15 +342,17 @@ class CheckpointWorker : public BufferWorker {
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
-    model::Network& network = lock.network();
+    model::Network& network = lock.synced();
     const model::Layout& layout = network.layout();
     const float* params = network.params();
     const float* buffers = network.buffers();
+    std::vector<float> m, v;  // (param_floats) each
+    copy_moments(lock, state_, m, v);
     std::vector<TensorView> views;
     for (const model::TensorSpec& spec : layout.params) views.push_back({spec.name, spec.shape, params + spec.offset});
     for (const model::TensorSpec& spec : layout.buffers) views.push_back({spec.name, spec.shape, buffers + spec.offset});
-    views.push_back({kMomentName, {layout.param_floats}, state_.m.data()});
-    views.push_back({kVelocityName, {layout.param_floats}, state_.v.data()});
+    views.push_back({kMomentName, {layout.param_floats}, m.data()});
+    views.push_back({kVelocityName, {layout.param_floats}, v.data()});
     metadata_[kStepKey] = std::to_string(state_.optimizer_step);
     bytes_ = write_safetensors(views, metadata_, DType::F32);
   }
@@ -296,7 +385,7 @@ class LoadWorker : public PromiseWorker {
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
-    model::Network& network = lock.network();
+    model::Network& network = lock.host();
     SafeTensors file =
         SafeTensors::parse(std::vector<uint8_t>(bytes_.data(), bytes_.data() + bytes_.size()), source_);
     const std::string differences = config_differences(file_config(file, source_), network.config());
@@ -318,13 +407,15 @@ class LoadWorker : public PromiseWorker {
                                      [&](const model::TensorSpec& b) { return b.name == t.name; });
       SAFL_CHECK(known, source_, ": unexpected tensor '", t.name, "' (not part of this model's layout)");
     }
-    // The moments first: a failure anywhere leaves the trainer as it was.
+    // The moments first, then the network: Network::load and reload() each leave things as they
+    // were when they fail (with CUDA the device network is the trainer's state until reload()
+    // replaces it), so a failure leaves the trainer as it was.
     std::vector<float> m(layout.param_floats), v(layout.param_floats);
     file.read(kMomentName, {layout.param_floats}, m.data());
     file.read(kVelocityName, {layout.param_floats}, v.data());
     network.load(file, /*allow_extra=*/true);
-    state_.m.swap(m);
-    state_.v.swap(v);
+    lock.reload();
+    set_moments(lock, state_, m, v);
     state_.optimizer_step = step;
   }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }

@@ -447,6 +447,10 @@ float* Network::params() {
   return impl_->params.data();
 }
 
+const float* Network::params() const { return impl_->params.data(); }
+
+const float* Network::buffers() const { return impl_->buffers.data(); }
+
 float* Network::grads() {
   if (impl_->grads.empty()) impl_->grads.assign(impl_->layout.param_floats, 0.0f);
   return impl_->grads.data();

@@ -43,6 +43,8 @@ class Network {
   float* params();        // (layout().param_floats)
   float* grads();         // (layout().param_floats), allocated on first use
   float* buffers();       // (layout().buffer_floats): batch-norm running statistics
+  const float* params() const;   // read-only views (copying to another backend, saving)
+  const float* buffers() const;
   float* param(const std::string& name);   // throws when unknown
   float* grad(const std::string& name);
   float* buffer(const std::string& name);
