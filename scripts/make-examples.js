@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Remakes examples/synth-*.png: a few word images from the synthetic generator (seed 1, samples 0
+// Remakes examples/synth-*.png: a few word images from the synthetic generator (seed 7777, samples 0
 // to 7) at their natural size, for the README, and prints a Markdown table of them with their labels.
 //
 //   npx tsc -p . && node scripts/make-examples.js
@@ -9,7 +9,7 @@ const path = require('node:path');
 const sharp = require('sharp');
 const { renderSample } = require('../dist/synth/index.js');
 
-const SEED = 1;
+const SEED = 7777; // not a seed the shipped model was trained on (scripts/train-default.sh)
 const COUNT = 8;
 const dir = path.join(__dirname, '..', 'examples');
 
