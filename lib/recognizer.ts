@@ -31,9 +31,10 @@ export interface RecognitionResult {
 /** Options of {@link Recognizer.load} and {@link Recognizer.create}. */
 export interface RecognizerOptions {
   /**
-   * Where the network runs: 'cpu', 'cuda', or 'auto' (default): the GPU when the CUDA addon was
-   * built and a GPU answers, else the CPU. 'cuda' without a usable GPU throws (see {@link Recognizer.load}).
-   * The GPU decodes greedily only: with a beamWidth over 1, 'auto' picks the CPU and 'cuda' throws.
+   * Where the network runs: 'cpu', 'cuda', or 'auto' (default). 'auto' is the CPU until the CUDA
+   * backend has passed its GPU tests (it has not run on a GPU yet). 'cuda' without a usable GPU
+   * throws (see {@link Recognizer.load}); the GPU decodes greedily only, so 'cuda' with a
+   * beamWidth over 1 throws too.
    */
   device?: Device;
   /**

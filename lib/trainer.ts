@@ -102,7 +102,7 @@ export interface TrainerCreateOptions extends TrainOptions {
   charset?: string | readonly string[];
   /** Seed of the initialisation, the data order and dropout, 0…2^53−1 (default 0). */
   seed?: number;
-  /** 'auto' (default: the GPU when the CUDA addon was built and a GPU answers, else the CPU), 'cpu' or 'cuda'. */
+  /** 'auto' (default: the CPU until the CUDA backend has passed its GPU tests), 'cpu' or 'cuda' (not yet run on a GPU). */
   device?: Device;
   /** Size of the native thread pool, 1…1024 (process-wide; default: the hardware threads). */
   threads?: number;

@@ -1,6 +1,7 @@
 // Where the network runs, as a Node user chooses it: device 'auto' | 'cpu' | 'cuda' for the
 // Recognizer and the Trainer. Without a usable GPU (no CUDA addon, no driver, no GPU), 'cuda' is an
-// Error that says why and 'auto' quietly runs on the CPU. With one, 'auto' and 'cuda' run on the GPU,
+// Error that says why. 'auto' runs on the CPU until the CUDA backend has passed its GPU tests
+// (lib/native.ts: Note [auto stays on the CPU]). With a GPU, 'cuda' runs on it,
 // and a model trained there reads the words it learnt as it does on the CPU. (Recognizer.load with
 // 'cuda' and unknown devices for Recognizer and Trainer.create are in recognizer.test.js and
 // trainer.test.js.)
@@ -113,10 +114,10 @@ describe('device', () => {
       if (!gpu) this.skip();
     });
 
-    it("'auto' and 'cuda' run on the GPU and recognise", async () => {
+    it("'cuda' runs on the GPU and recognises; 'auto' stays on the CPU", async () => {
       for (const options of [{ device: 'cuda' }, { device: 'auto' }, {}]) {
         const recognizer = await Recognizer.load(modelFile, options);
-        assert.equal(recognizer.device, 'cuda');
+        assert.equal(recognizer.device, options.device === 'cuda' ? 'cuda' : 'cpu');
         const results = await recognizer.recognize(inputs);
         assert.equal(results.length, inputs.length);
         for (const r of results) assert.ok(r.confidence >= 0 && r.confidence <= 1, `confidence ${r.confidence}`);

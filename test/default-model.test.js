@@ -1,0 +1,56 @@
+// The model shipped in the package (models/default.safetensors, made by scripts/train-default.sh):
+// what the file holds, that Recognizer.load() and `safl recognize` use it when no model is given,
+// and that it reads the example word images the project rendered (examples/, from a generator
+// seed it was not trained on; scripts/make-examples.js).
+'use strict';
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { Recognizer, defaultModelPath } = require('..');
+
+const root = path.join(__dirname, '..');
+// examples/synth-<i>.png and their labels (scripts/make-examples.js prints this list).
+const EXAMPLES = ['CROSS', 'Novel', '2857', 'Sambaing', 'byte', 'DOCTORATE', 'COMPANIONSHIP', 'g3kt5'];
+// The shipped model reads 6 of them (DOCTORATE and COMPANIONSHIP come out misspelt); one of margin
+// for the SIMD paths of other CPUs, whose sums round differently.
+const MIN_EXAMPLES_READ = 5;
+// The standard protocol (DESIGN.md §4): lower case, a-z and 0-9 only.
+const normalise = (text) => text.toLowerCase().replace(/[^a-z0-9]/g, '');
+
+describe('the default model', () => {
+  const file = defaultModelPath();
+
+  it('ships as float16 safetensors under 15 MB with how it was trained', async () => {
+    assert.equal(file, path.join(root, 'models', 'default.safetensors'));
+    const size = fs.statSync(file).size;
+    assert.ok(size < 15 * 2 ** 20, `${size} bytes`);
+    const bytes = fs.readFileSync(file);
+    const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8'));
+    const dtypes = new Set(Object.entries(header).filter(([name]) => name !== '__metadata__').map(([, t]) => t.dtype));
+    assert.deepEqual([...dtypes], ['F16']);
+    const model = await Recognizer.load(file, { device: 'cpu' });
+    await model.close();
+    assert.equal(model.charset.length, 94);
+    const { training } = model;
+    assert.match(String(training.command), /^safl train --config tiny --data synth /);
+    assert.equal(training.steps, training.iterations);
+    assert.equal(training.loss, 'focal');
+    assert.ok(training.seconds > 0);
+  });
+
+  it('is what Recognizer.load() uses without a model, and reads the example images', async () => {
+    const recognizer = await Recognizer.load(undefined, { device: 'cpu' });
+    const images = EXAMPLES.map((_, i) => path.join(root, 'examples', `synth-${i}.png`));
+    const results = await recognizer.recognize(images);
+    await recognizer.close();
+    const correct = results.filter((r, i) => normalise(r.text) === normalise(EXAMPLES[i])).length;
+    assert.ok(correct >= MIN_EXAMPLES_READ, `read ${correct} of 8: ${results.map((r) => r.text).join(', ')}`);
+  });
+
+  it('is what `safl recognize` uses without --model', () => {
+    const image = path.join(root, 'examples', 'synth-0.png');
+    const stdout = execFileSync(process.execPath, [path.join(root, 'dist', 'cli.js'), 'recognize', '--device', 'cpu', image], { encoding: 'utf8' });
+    assert.match(stdout, /\S/);
+  });
+});
