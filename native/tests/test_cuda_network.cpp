@@ -22,11 +22,14 @@
 #include "model/network.h"
 #include "ops/optimizer.h"
 #include "tests/harness.h"
+#include "tests/network_images.h"
 
 #ifdef SAFL_WITH_CUDA
 #include "model/network_cuda.h"
 
 namespace {
+
+using safl::test::smooth_images;
 
 using safl::model::Config;
 using safl::model::CudaNetwork;
@@ -54,22 +57,6 @@ Config narrow_config(float dropout = 0.0f) {
   c.dropout = dropout;
   c.validate("narrow config");
   return c;
-}
-
-// Smooth images in [-1, 1]: the bilinear sampler's gradient jumps between pixel cells, and the
-// grids of the two backends differ by rounding, so images whose values change little from one
-// pixel to the next keep such a jump small (Note [gradcheck test point] in test_network.cpp).
-std::vector<float> smooth_images(const Config& c, int64_t B, uint64_t seed) {
-  safl::test::Rng rng(seed);
-  std::vector<float> x(B * 3 * c.in_h * c.in_w);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t ch = 0; ch < 3; ++ch) {
-      const float fx = rng.uniform(0.05f, 0.2f), fy = rng.uniform(0.05f, 0.3f), phase = rng.uniform(0.0f, 6.0f);
-      for (int64_t i = 0; i < c.in_h; ++i)
-        for (int64_t j = 0; j < c.in_w; ++j)
-          x[((b * 3 + ch) * c.in_h + i) * c.in_w + j] = 0.8f * std::sin(fx * float(j) + fy * float(i) + phase);
-    }
-  return x;
 }
 
 // Random init, with the localisation head's last weights small but not zero, so that the

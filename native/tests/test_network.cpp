@@ -30,12 +30,15 @@
 #include "ops/optimizer.h"
 #include "ops/tps.h"
 #include "tests/harness.h"
+#include "tests/network_images.h"
 
 using safl::model::Config;
 using safl::model::Decoded;
 using safl::model::Network;
 
 namespace {
+
+using safl::test::smooth_images;
 
 // 32×64 input, 32×32 localisation input, 32×8 rectified (S = 2), every width 2–8.
 Config micro_config(float dropout = 0.0f) {
@@ -55,20 +58,6 @@ Config micro_config(float dropout = 0.0f) {
   c.dropout = dropout;
   c.validate("micro config");
   return c;
-}
-
-// Smooth images (few kinks for the bilinear sampler), in [-1, 1].
-std::vector<float> smooth_images(const Config& c, int64_t B, uint64_t seed) {
-  safl::test::Rng rng(seed);
-  std::vector<float> x(B * 3 * c.in_h * c.in_w);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t ch = 0; ch < 3; ++ch) {
-      const float fx = rng.uniform(0.05f, 0.2f), fy = rng.uniform(0.05f, 0.3f), phase = rng.uniform(0.0f, 6.0f);
-      for (int64_t i = 0; i < c.in_h; ++i)
-        for (int64_t j = 0; j < c.in_w; ++j)
-          x[((b * 3 + ch) * c.in_h + i) * c.in_w + j] = 0.8f * std::sin(fx * float(j) + fy * float(i) + phase);
-    }
-  return x;
 }
 
 // Image b is a different flat grey level plus noise: easy to tell apart even for a micro network.
