@@ -3,18 +3,20 @@
 'use strict';
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
-const fs = require('node:fs');
 const path = require('node:path');
 const { Recognizer } = require('..');
 const { writeFixtures } = require('./helpers/images.js');
-const { assertSameResults, microModelFile, tempDir } = require('./helpers/model.js');
+const { assertSameResults, microModelFile, packageWithoutModel, tempDir } = require('./helpers/model.js');
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 
-/** Runs the CLI (asynchronously, so several can run at once); resolves to { status, stdout, stderr }. */
-function run(args, { input, cwd } = {}) {
+/**
+ * Runs the CLI (asynchronously, so several can run at once); resolves to { status, stdout, stderr }.
+ * `script`: another copy's dist/cli.js.
+ */
+function run(args, { input, cwd, script = cli } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd });
+    const child = spawn(process.execPath, [script, ...args], { cwd });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -143,12 +145,12 @@ describe('safl recognize', () => {
     assert.equal(noModel.stderr, `safl: ${path.join(dir, 'nope.safetensors')}: no such file\n`);
   });
 
-  it('says when no default model is installed', async function () {
-    const { defaultModelPath } = require('..');
-    if (fs.existsSync(defaultModelPath())) this.skip();
-    const { status, stderr } = await recognize([files.good]);
+  it('says when no default model is installed', async () => {
+    const copy = packageWithoutModel();
+    const { status, stderr } = await recognize([files.good], { script: path.join(copy, 'dist', 'cli.js') });
     assert.equal(status, 1);
-    assert.equal(stderr, `safl: no default model is installed (expected ${defaultModelPath()}); pass one with --model FILE\n`);
+    const expected = path.join(copy, 'models', 'default.safetensors');
+    assert.equal(stderr, `safl: no default model is installed (expected ${expected}); pass one with --model FILE\n`);
   });
 
   it('draws no progress bar when stderr is not a terminal', async () => {

@@ -7,7 +7,9 @@ const path = require('node:path');
 const safl = require('..');
 const { Recognizer } = safl;
 const { wordPixels, wordPng, wordJpeg } = require('./helpers/images.js');
-const { MICRO_CONFIG, assertSameResults, microModelFile, readSafetensors, tempDir } = require('./helpers/model.js');
+const {
+  MICRO_CONFIG, assertSameResults, microModelFile, packageWithoutModel, readSafetensors, tempDir,
+} = require('./helpers/model.js');
 
 function assertResultShape(result, maxLen) {
   assert.deepEqual(Object.keys(result).sort(), ['chars', 'confidence', 'text']);
@@ -91,11 +93,14 @@ describe('Recognizer', () => {
       await tiny.close();
     });
 
-    it('says where the default model is missing', async function () {
-      if (fs.existsSync(safl.defaultModelPath())) this.skip();
-      await assert.rejects(Recognizer.load(), {
+    it('says where the default model is missing', async () => {
+      const copy = require(packageWithoutModel());
+      const expected = copy.defaultModelPath();
+      assert.notEqual(expected, safl.defaultModelPath());
+      assert.equal(fs.existsSync(expected), false);
+      await assert.rejects(copy.Recognizer.load(), {
         name: 'Error',
-        message: `no default model is installed (expected ${safl.defaultModelPath()}); pass a model file to Recognizer.load()`,
+        message: `no default model is installed (expected ${expected}); pass a model file to Recognizer.load()`,
       });
     });
   });

@@ -26,6 +26,22 @@ function tempDir(name) {
   return fs.mkdtempSync(path.join(tempRoot, `${name}-`));
 }
 
+/**
+ * A copy of this package without its default model, as an install without models/ would be:
+ * dist/ and package.json copied (so that the package root is the copy's), the addon builds and
+ * node_modules linked. Returns the copy's root.
+ */
+function packageWithoutModel() {
+  const root = path.join(__dirname, '..', '..');
+  const copy = tempDir('package');
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  for (const linked of ['build', 'prebuilds', 'node_modules']) {
+    if (fs.existsSync(path.join(root, linked))) fs.symlinkSync(path.join(root, linked), path.join(copy, linked));
+  }
+  return copy;
+}
+
 let microModel;
 /** The path of a micro model file (seed 7), made on first use. */
 function microModelFile() {
@@ -78,4 +94,6 @@ function assertSameResults(actual, expected) {
   actual.chars.forEach((c, i) => assert.ok(Math.abs(c.p - expected.chars[i].p) <= 1e-5));
 }
 
-module.exports = { MICRO_CONFIG, assertSameResults, tempDir, microModelFile, readSafetensors, writeSafetensors, withMetadata };
+module.exports = {
+  MICRO_CONFIG, assertSameResults, tempDir, microModelFile, packageWithoutModel, readSafetensors, writeSafetensors, withMetadata,
+};
