@@ -119,6 +119,17 @@ describe('model files', () => {
       });
     });
 
+    it('a tensor the model does not have', async () => {
+      const { header, data } = readSafetensors(bytes);
+      const end = data.length;
+      header['decoder.extra.weight'] = { dtype: 'F32', shape: [2], data_offsets: [end, end + 8] };
+      const extra = write('extra.safetensors', writeSafetensors(header, Buffer.concat([data, Buffer.alloc(8)])));
+      await assert.rejects(Recognizer.load(extra), {
+        name: 'Error',
+        message: `${extra}: unexpected tensor 'decoder.extra.weight' (not part of this model's layout)`,
+      });
+    });
+
     it('a NaN weight', async () => {
       const { header, data } = readSafetensors(bytes);
       const poisoned = Buffer.from(data);

@@ -526,7 +526,7 @@ void Network::load(const SafeTensors& file, bool allow_extra) {
   for (const TensorSpec& spec : m.layout.params) known.insert(spec.name);
   for (const TensorSpec& spec : m.layout.buffers) known.insert(spec.name);
   for (const TensorInfo& t : file.tensors())
-    SAFL_CHECK(allow_extra || known.count(t.name), "model file: unexpected tensor '", t.name,
+    SAFL_CHECK(allow_extra || known.count(t.name), file.source(), ": unexpected tensor '", t.name,
                "' (not part of this model's layout)");
   // Read into fresh storage so that a failure leaves the network as it was.
   std::vector<float> params(m.layout.param_floats), buffers(m.layout.buffer_floats);

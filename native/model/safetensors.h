@@ -29,6 +29,7 @@ class SafeTensors {
   // Parses (and keeps) the bytes of a whole file; `source` names it in errors (a path, "buffer").
   static SafeTensors parse(std::vector<uint8_t> bytes, const std::string& source);
 
+  const std::string& source() const { return source_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;
