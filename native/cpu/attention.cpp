@@ -47,25 +47,11 @@ struct Shape {
   int64_t lse_offset(int64_t b, int64_t h) const { return (b * H + h) * T; }
 };
 
-// Note [every query sees a key]: S >= 1 whenever T >= 1, and causal attention needs S >= T, so
-// query i sees keys 0 .. i + S - T, never none. The softmax denominator is then at least 1 after
-// the row maximum is subtracted, lse is finite, and the online softmax's first key tile (keys from
-// 0) gives every query a finite running max.
+// The shared checks (Note [every query sees a key] in ops/attention.h), then the shape. The online
+// softmax's first key tile (keys from 0) gives every query a finite running max.
 Shape checked_shape(const char* op, int64_t B, int64_t T, int64_t S, int64_t H, int64_t Dh,
                     int64_t ld_q, int64_t ld_kv, int64_t s_cap, bool causal) {
-  SAFL_CHECK_RANGE(B >= 0, op, ": expected B >= 0 but received ", B);
-  SAFL_CHECK_RANGE(T >= 0, op, ": expected T >= 0 but received ", T);
-  SAFL_CHECK_RANGE(S >= 0, op, ": expected S >= 0 but received ", S);
-  SAFL_CHECK_RANGE(H >= 0, op, ": expected H >= 0 but received ", H);
-  SAFL_CHECK_RANGE(Dh >= 0, op, ": expected Dh >= 0 but received ", Dh);
-  SAFL_CHECK_RANGE(s_cap >= S, op, ": expected s_cap >= S = ", S, " but received ", s_cap);
-  SAFL_CHECK_RANGE(ld_q >= H * Dh, op, ": expected ld_q >= H*Dh = ", H * Dh, " but received ",
-                   ld_q);
-  SAFL_CHECK_RANGE(ld_kv >= H * Dh, op, ": expected ld_kv >= H*Dh = ", H * Dh, " but received ",
-                   ld_kv);
-  SAFL_CHECK_RANGE(!causal || S >= T, op, ": expected S >= T = ", T,
-                   " for causal attention but received ", S);
-  SAFL_CHECK_RANGE(T == 0 || S >= 1, op, ": expected S >= 1 when T >= 1 but received ", S);
+  detail::check_attention_sizes(op, B, T, S, H, Dh, ld_q, ld_kv, s_cap, causal);
   return Shape{B, T, S, H, Dh, ld_q, ld_kv, s_cap, causal};
 }
 

@@ -31,6 +31,7 @@
 // queries × keys, online softmax, deterministic for any thread count). The _reference versions
 // in safl::cpu materialise the (T, S) score matrix per (b, h) and are the oracle for the fast path.
 #pragma once
+#include "common/error.h"
 #include "ops/backend.h"
 
 #define SAFL_ATTENTION_DECLS                                                                      \
@@ -50,6 +51,26 @@
                           bool causal);
 SAFL_DECLARE_FOR_BACKENDS(SAFL_ATTENTION_DECLS)
 #undef SAFL_ATTENTION_DECLS
+
+namespace safl::detail {
+// The argument checks both backends run first (identical messages on CPU and CUDA).
+// Note [every query sees a key]: S >= 1 whenever T >= 1, and causal attention needs S >= T, so
+// query i sees keys 0 .. i + S - T, never none. The softmax denominator is then at least 1 after
+// the row maximum is subtracted, and lse is finite.
+inline void check_attention_sizes(const char* op, int64_t B, int64_t T, int64_t S, int64_t H, int64_t Dh,
+                                  int64_t ld_q, int64_t ld_kv, int64_t s_cap, bool causal) {
+  SAFL_CHECK_RANGE(B >= 0, op, ": expected B >= 0 but received ", B);
+  SAFL_CHECK_RANGE(T >= 0, op, ": expected T >= 0 but received ", T);
+  SAFL_CHECK_RANGE(S >= 0, op, ": expected S >= 0 but received ", S);
+  SAFL_CHECK_RANGE(H >= 0, op, ": expected H >= 0 but received ", H);
+  SAFL_CHECK_RANGE(Dh >= 0, op, ": expected Dh >= 0 but received ", Dh);
+  SAFL_CHECK_RANGE(s_cap >= S, op, ": expected s_cap >= S = ", S, " but received ", s_cap);
+  SAFL_CHECK_RANGE(ld_q >= H * Dh, op, ": expected ld_q >= H*Dh = ", H * Dh, " but received ", ld_q);
+  SAFL_CHECK_RANGE(ld_kv >= H * Dh, op, ": expected ld_kv >= H*Dh = ", H * Dh, " but received ", ld_kv);
+  SAFL_CHECK_RANGE(!causal || S >= T, op, ": expected S >= T = ", T, " for causal attention but received ", S);
+  SAFL_CHECK_RANGE(T == 0 || S >= 1, op, ": expected S >= 1 when T >= 1 but received ", S);
+}
+}  // namespace safl::detail
 
 namespace safl::cpu {
 // The readable references: same contracts as attention_forward / attention_backward.
