@@ -90,7 +90,8 @@ export function cudaUnavailableReason(): string {
 // GPU: its parity tests against the CPU have never passed. Until they have, 'auto' runs on the
 // CPU everywhere, so that nobody gets answers from unverified kernels without asking for them;
 // 'cuda' runs on the GPU for whoever asks. (Once the GPU check passes, 'auto' is to pick the GPU
-// when one answers.)
+// when one answers, except with a beam wider than 1, which only the CPU decodes: Recognizer's
+// nativeModelClass then has to send 'auto' with a beam to the CPU.)
 
 /** The addon for a device: 'auto' is the CPU (Note [auto stays on the CPU]). */
 export function addonFor(device: Device): { addon: Addon; device: 'cpu' | 'cuda' } {

@@ -152,7 +152,7 @@ function checkBeamWidth(beamWidth: number, numClasses: number): void {
  * with one is an Error at load time rather than at every recognize().
  */
 function nativeModelClass(device: Device, beamWidth: number): { NativeModel: NativeModelClass; device: 'cpu' | 'cuda' } {
-  const chosen = addonFor(device === 'auto' && beamWidth > 1 ? 'cpu' : device);
+  const chosen = addonFor(device); // 'auto' is the CPU for now (Note [auto stays on the CPU] in native.ts)
   if (chosen.device === 'cuda' && beamWidth > 1) {
     throw new Error(`device 'cuda' decodes greedily only: beamWidth ${beamWidth} needs device 'cpu' (or 'auto', which picks it)`);
   }
