@@ -158,6 +158,10 @@ describe('safl recognize', () => {
     assert.equal(stderr, '');
   });
 
+  it('the bin is executable, so that npx safl runs in a clone', () => {
+    assert.equal(require('node:fs').statSync(cli).mode & 0o111, 0o111);
+  });
+
   it('--help is complete, and safl --help lists recognize', async () => {
     const help = await run(['recognize', '--help']);
     assert.equal(help.status, 0);
