@@ -59,14 +59,11 @@ describe('safl recognize', () => {
     assert.equal(lines.length, 5);
     assert.equal(lines[0], `safl: ${files.empty}: the file is empty`);
     assert.equal(lines[1], `safl: ${files.huge}: image is larger than 100 megapixels (20000×6000)`);
-    // libvips words a truncated JPEG in one of two ways, depending on what else decodes meanwhile.
-    assert.ok(
-      [
-        `safl: ${files.truncated}: not a decodable image (VipsJpeg: premature end of JPEG image)`,
-        `safl: ${files.truncated}: not a decodable image (Warning treated as error due to failOn setting)`,
-      ].includes(lines[2]),
-      lines[2],
-    );
+    // The reason in brackets is libvips's, and its wording changes with what else decodes at the same
+    // time (premature end of JPEG, failOn warning, unknown format): check ours around it.
+    const truncatedPrefix = `safl: ${files.truncated}: not a decodable image (`;
+    const truncatedReason = lines[2].slice(truncatedPrefix.length, -1);
+    assert.ok(lines[2].startsWith(truncatedPrefix) && lines[2].endsWith(')') && truncatedReason.length > 0, lines[2]);
     assert.equal(lines[3], `safl: ${files.text}: not a decodable image (Input buffer contains unsupported image format)`);
     assert.equal(lines[4], '');
   });

@@ -86,8 +86,12 @@ describe('bad inputs', () => {
   });
 
   it('a truncated JPEG', async () => {
-    await assert.rejects(recognizer.recognize(files.truncated), {
-      message: `${files.truncated}: not a decodable image (VipsJpeg: premature end of JPEG image)`,
+    // The reason in brackets is libvips's; its wording depends on what else libvips decodes meanwhile.
+    await assert.rejects(recognizer.recognize(files.truncated), (err) => {
+      const prefix = `${files.truncated}: not a decodable image (`;
+      assert.ok(err.message.startsWith(prefix) && err.message.endsWith(')'), err.message);
+      assert.ok(err.message.length > prefix.length + 1, err.message);
+      return true;
     });
   });
 
