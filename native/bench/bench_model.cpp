@@ -4,6 +4,11 @@
 // peer and prints ratios.
 //
 //   safl_bench_model --config tiny|base --batch 64 --mode greedy|forward|train [--threads 2] [--steps 5]
+//                    [--precision float32|bfloat16]
+//
+// --precision bfloat16 runs greedy and forward under MatmulPrecision::BFloat16, as
+// Recognizer.load(model, { precision: 'bfloat16' }) does (common/matmul_precision.h); training
+// always multiplies in float32. The JSON says which precision the products really used.
 //
 // Note [EOS suppressed]: a freshly initialised network may emit EOS at any step, which would
 // make greedy decoding stop early and look faster than it is. The benchmark sets the classifier's
@@ -18,6 +23,7 @@
 
 #include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "model/network.h"
 #include "ops/optimizer.h"
@@ -30,7 +36,14 @@ struct Args {
   int64_t batch = 64;
   int threads = 2;
   int steps = 5;
+  safl::MatmulPrecision precision = safl::MatmulPrecision::Float32;
 };
+
+safl::MatmulPrecision parse_precision(const char* value) {
+  if (std::strcmp(value, "float32") == 0) return safl::MatmulPrecision::Float32;
+  if (std::strcmp(value, "bfloat16") == 0) return safl::MatmulPrecision::BFloat16;
+  throw safl::Error(safl::ErrorKind::Range, std::string("--precision: expected float32 or bfloat16 but received ") + value);
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -42,6 +55,7 @@ Args parse(int argc, char** argv) {
     else if (key == "--batch") a.batch = std::stoll(value);
     else if (key == "--threads") a.threads = std::stoi(value);
     else if (key == "--steps") a.steps = std::stoi(value);
+    else if (key == "--precision") a.precision = parse_precision(value);
     else throw safl::Error(safl::ErrorKind::Range, "unknown option " + key);
   }
   return a;
@@ -79,6 +93,12 @@ int main(int argc, char** argv) {
     std::vector<float> m(size_t(P), 0.0f), v(size_t(P), 0.0f);
     int64_t step = 0;
 
+    if (a.precision == safl::MatmulPrecision::BFloat16 && a.mode == "train") {
+      throw safl::Error(safl::ErrorKind::Range, "--precision bfloat16 is for greedy and forward: training multiplies in float32");
+    }
+    const safl::MatmulPrecisionScope precision(a.precision);
+    // What the products really use: bfloat16 only where the CPU has AMX.
+    const bool bfloat16_used = a.precision == safl::MatmulPrecision::BFloat16 && safl::bfloat16_matmul_available();
     auto run_once = [&] {
       if (a.mode == "greedy") {
         net.recognize(images.data(), B, 1);
@@ -100,9 +120,9 @@ int main(int argc, char** argv) {
     for (int i = 0; i < a.steps; ++i) run_once();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("{\"impl\":\"safl\",\"config\":\"%s\",\"mode\":\"%s\",\"batch\":%lld,\"threads\":%d,\"simd\":\"%s\","
-                "\"img_per_s\":%.2f,\"peak_rss_mib\":%.1f}\n",
+                "\"precision\":\"%s\",\"img_per_s\":%.2f,\"peak_rss_mib\":%.1f}\n",
                 a.config.c_str(), a.mode.c_str(), (long long)B, a.threads, safl::simd_level_name(safl::simd_level()),
-                double(B * a.steps) / seconds, double(peak_rss_kib()) / 1024.0);
+                bfloat16_used ? "bfloat16" : "float32", double(B * a.steps) / seconds, double(peak_rss_kib()) / 1024.0);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "safl_bench_model: %s\n", e.what());

@@ -5,6 +5,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "common/error.h"
 
 namespace safl {
@@ -35,7 +43,34 @@ std::atomic<int>& current_level() {
   return level;
 }
 
+// Note [asking Linux for the tile registers]: the AMX tile data (8 KiB of state per thread) is
+// off by default in a Linux process; arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) turns it
+// on for every thread of the process, now and later (Linux 5.16+). Without it the first tile
+// instruction would kill the process with SIGILL, so nothing uses AMX unless this succeeded.
+bool detect_amx_bf16() {
+#if defined(__linux__) && defined(__x86_64__)
+  __builtin_cpu_init();
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  const bool avx512_bf16 = (eax >> 5) & 1;
+  if (!amx_bf16 || !amx_tile || !avx512_bf16 || !__builtin_cpu_supports("avx512f")) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+bool amx_bf16_supported() {
+  static const bool supported = detect_amx_bf16();
+  return supported;
+}
 
 SimdLevel simd_level_supported() {
   static const SimdLevel supported = detect();

@@ -16,4 +16,9 @@ void set_simd_level(SimdLevel level);
 // "generic", "avx2" (AVX2 + FMA) or "avx512" (AVX-512 F).
 const char* simd_level_name(SimdLevel level);
 
+// Whether this CPU multiplies bfloat16 matrices in its AMX tile unit (AMX-TILE, AMX-BF16 and
+// AVX512-BF16) and the OS lets this process use the tile registers (on Linux the first call asks
+// for them with arch_prctl; elsewhere false). Independent of simd_level().
+bool amx_bf16_supported();
+
 }  // namespace safl

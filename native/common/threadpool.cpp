@@ -7,6 +7,10 @@
 // per worker, which on a virtual machine also lets the scheduler park the woken worker on the
 // caller's core for a while (measured on the 2-vCPU dev machine: 55 µs -> 1.3 µs per empty
 // parallel_run; a 1 ms SGEMM on 2 threads 130 -> 215 GFLOP/s).
+//
+// Note [the caller's settings follow its tasks]: a worker runs a run's tasks under the matrix
+// precision of the thread that issued the run (common/matmul_precision.h), as the caller itself
+// does, so a chunk computes the same whichever thread takes it.
 #include "common/threadpool.h"
 
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/matmul_precision.h"
 
 namespace safl {
 namespace {
@@ -66,6 +71,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = &task;
+      precision_ = matmul_precision();  // Note [the caller's settings follow its tasks]
       n_tasks_ = n_tasks;
       next_task_.store(0);
       finished_workers_ = 0;
@@ -106,6 +112,7 @@ class ThreadPool {
   }
 
   void work_through_tasks() {
+    const MatmulPrecisionScope precision(precision_);
     const bool was_inside = tls_inside_pool_task;
     tls_inside_pool_task = true;
     for (;;) {
@@ -159,6 +166,7 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* task_ = nullptr;
+  MatmulPrecision precision_ = MatmulPrecision::Float32;  // the run's caller's
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};
   int finished_workers_ = 0;  // workers of this run that joined it and are done

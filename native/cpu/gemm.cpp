@@ -13,6 +13,8 @@
 // The first depth block applies beta; later ones accumulate (beta = 1). The micro-kernel and
 // the packing exist per SIMD level (gemm_kernel_{generic,avx2,avx512}.cpp), picked at each call
 // from simd_level(). Threads split C into a grid of rectangles (Note [how sgemm uses threads]).
+// Under MatmulPrecision::BFloat16 on a CPU with AMX, the same blocking runs the bfloat16 tile
+// kernels of gemm_kernel_amx.cpp instead (their panels hold bfloat16 values, gemm_kernels.h).
 #include "ops/gemm.h"
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 
 #include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "cpu/gemm_kernels.h"
 
@@ -73,8 +76,13 @@ constexpr double kPackCost = 8.0;
 constexpr double kMinFlopsPerTask = 1 << 23;
 constexpr int64_t kJobsPerThread = 4;
 
-const GemmKernels& kernels_for(SimdLevel level) {
-  switch (level) {
+// The kernels this thread's product runs: bfloat16 tiles when asked for and available, else the
+// float32 kernels of the SIMD level.
+const GemmKernels& kernels_for_this_call() {
+  if (matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available()) {
+    return gemm_detail::gemm_kernels_amx();
+  }
+  switch (simd_level()) {
     case SimdLevel::Avx512: return gemm_detail::gemm_kernels_avx512();
     case SimdLevel::Avx2: return gemm_detail::gemm_kernels_avx2();
     default: return gemm_detail::gemm_kernels_generic();
@@ -128,13 +136,17 @@ void multiply_block(const GemmKernels& kernels, const Product& p, int64_t m0, in
                     int64_t n0, int64_t n1) {
   thread_local PackBuffer a_buffer, b_buffer;
   const int64_t mr = kernels.mr, nr = kernels.nr;
+  // Floats a panel gives each of its rows (A) or columns (B) for depth kc (gemm_kernels.h).
+  const auto panel_floats = [&](int64_t kc) { return round_up(kc, kernels.k_align) / kernels.values_per_float; };
   const int64_t kc_max = std::min(kKC, p.K);
-  float* a_packed = a_buffer.get(size_t(round_up(std::min(kMC, m1 - m0), mr) * kc_max));
-  float* b_packed = b_buffer.get(size_t(round_up(std::min(kNC, n1 - n0), nr) * kc_max));
+  float* a_packed = a_buffer.get(size_t(round_up(std::min(kMC, m1 - m0), mr) * panel_floats(kc_max)));
+  float* b_packed = b_buffer.get(size_t(round_up(std::min(kNC, n1 - n0), nr) * panel_floats(kc_max)));
+  if (kernels.enter != nullptr) kernels.enter();
   for (int64_t ic = m0; ic < m1; ic += kMC) {
     const int64_t mc = std::min(kMC, m1 - ic);
     for (int64_t pc = 0; pc < p.K; pc += kKC) {
       const int64_t kc = std::min(kKC, p.K - pc);
+      const int64_t kc_floats = panel_floats(kc);
       const float beta = pc == 0 ? p.beta : 1.0f;
       kernels.pack_a(a_packed, p.A, p.lda, p.trans_a, ic, mc, pc, kc);
       for (int64_t jc = n0; jc < n1; jc += kNC) {
@@ -144,13 +156,14 @@ void multiply_block(const GemmKernels& kernels, const Product& p, int64_t m0, in
           const int64_t rows = std::min(mr, mc - ir);
           float* c_row = p.C + (ic + ir) * p.ldc + jc;
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            kernels.micro_kernel(kc, a_packed + ir * kc, b_packed + jr * kc, c_row + jr, p.ldc,
-                                 rows, std::min(nr, nc - jr), p.alpha, beta);
+            kernels.micro_kernel(kc, a_packed + ir * kc_floats, b_packed + jr * kc_floats, c_row + jr,
+                                 p.ldc, rows, std::min(nr, nc - jr), p.alpha, beta);
           }
         }
       }
     }
   }
+  if (kernels.leave != nullptr) kernels.leave();
 }
 
 struct Grid {
@@ -209,7 +222,7 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, con
     scale_c(C, ldc, M, N, beta);
     return;
   }
-  const GemmKernels& kernels = kernels_for(simd_level());
+  const GemmKernels& kernels = kernels_for_this_call();
   const Product product{C, ldc, A, lda, trans_a, B, ldb, trans_b, K, alpha, beta};
   const Grid grid = choose_grid(M, N, K, kernels.mr, kernels.nr, num_threads());
   const int64_t row_panels = (M + kernels.mr - 1) / kernels.mr;

@@ -1,18 +1,22 @@
 // SGEMM: the fast path (packed, blocked, per-SIMD-level micro-kernels, threaded) against
 // sgemm_reference, over every SIMD level this CPU supports, every transpose combination, odd
 // sizes and tile edges, padded strides, alpha/beta (beta = 0 over NaN-filled C), 1–3 threads,
-// zero sizes, nested calls from pool tasks, and the argument check.
+// zero sizes, nested calls from pool tasks, and the argument check. The bfloat16 products (AMX,
+// MatmulPrecision::BFloat16) against sgemm_reference of the rounded operands, where the CPU has AMX.
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "ops/gemm.h"
 #include "tests/harness.h"
 
 namespace {
 
+using safl::MatmulPrecision;
 using safl::SimdLevel;
 
 std::vector<SimdLevel> supported_levels() {
@@ -33,8 +37,9 @@ struct Case {
 // Compares sgemm with sgemm_reference on the same data at every supported SIMD level and 1, 2
 // and 3 threads (both restored afterwards). C lives in a Guarded buffer whose row padding must
 // come back bit-for-bit unchanged; with beta == 0 it starts as NaN, which must not leak into the
-// result.
-bool check_case(const Case& c, uint64_t seed) {
+// result. Under BFloat16 (AVX-512 only, where the AMX kernels run) the reference multiplies the
+// operands rounded to bfloat16.
+bool check_case(const Case& c, uint64_t seed, MatmulPrecision precision = MatmulPrecision::Float32) {
   safl::test::Rng rng(seed);
   const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
   const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
@@ -48,14 +53,22 @@ bool check_case(const Case& c, uint64_t seed) {
   if (c.beta != 0.0f) rng.fill_uniform(C.data(), c_size);
   const std::vector<float> initial(C.data(), C.data() + c_size);
   std::vector<float> expected = initial;
-  safl::cpu::sgemm_reference(expected.data(), ldc, A.data(), lda, c.trans_a, B.data(), ldb,
+  std::vector<float> A_ref = A, B_ref = B;
+  if (precision == MatmulPrecision::BFloat16) {
+    for (float& x : A_ref) x = safl::cpu::bfloat16_round(x);
+    for (float& x : B_ref) x = safl::cpu::bfloat16_round(x);
+  }
+  safl::cpu::sgemm_reference(expected.data(), ldc, A_ref.data(), lda, c.trans_a, B_ref.data(), ldb,
                              c.trans_b, c.M, c.N, c.K, c.alpha, c.beta);
   // Float sums of K terms in another order: the difference grows with K.
   const double atol = 1e-6 * double(c.K + 1) * std::max(1.0f, std::fabs(c.alpha));
 
   bool all_ok = true;
   const SimdLevel initial_level = safl::simd_level();
-  for (SimdLevel level : supported_levels()) {
+  const safl::MatmulPrecisionScope scope(precision);
+  const std::vector<SimdLevel> levels =
+      precision == MatmulPrecision::BFloat16 ? std::vector<SimdLevel>{SimdLevel::Avx512} : supported_levels();
+  for (SimdLevel level : levels) {
     safl::set_simd_level(level);
     for (int threads : {1, 2, 3}) {
       safl::set_num_threads(threads);
@@ -72,8 +85,8 @@ bool check_case(const Case& c, uint64_t seed) {
         }
       }
       if (!ok) {
-        std::printf("    failed: %s, %d threads, M %lld N %lld K %lld, trans %d%d, pads %lld/%lld/%lld, alpha %g beta %g\n",
-                    safl::simd_level_name(level), threads, (long long)c.M, (long long)c.N,
+        std::printf("    failed: %s %s, %d threads, M %lld N %lld K %lld, trans %d%d, pads %lld/%lld/%lld, alpha %g beta %g\n",
+                    safl::matmul_precision_name(precision), safl::simd_level_name(level), threads, (long long)c.M, (long long)c.N,
                     (long long)c.K, c.trans_a, c.trans_b, (long long)c.pad_a, (long long)c.pad_b,
                     (long long)c.pad_c, c.alpha, c.beta);
       }
@@ -206,4 +219,60 @@ SAFL_TEST(sgemm_argument_errors) {
                 safl::Error, "sgemm: expected ldb >= K (3) but received 2");
   EXPECT_THROWS(safl::cpu::sgemm(&c, 4, &c, 3, false, &c, 5, false, 4, 5, 3, 1.0f, 0.0f),
                 safl::Error, "sgemm: expected ldc >= N (5) but received 4");
+}
+
+SAFL_TEST(sgemm_bfloat16_matches_the_reference_of_rounded_operands) {
+  if (!safl::bfloat16_matmul_available()) {
+    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
+    return;
+  }
+  // Around the 32 × 32 tile and its 16-row and 16-column halves, k blocks of 32, and across the
+  // depth (384), column (672) and row (1536) blocks and the thread split.
+  const int64_t sizes[][3] = {{1, 1, 1},    {2, 3, 1},     {5, 7, 3},     {16, 16, 32}, {17, 33, 31},
+                              {32, 32, 64}, {33, 47, 65},  {64, 512, 512}, {7, 700, 20}, {61, 45, 400},
+                              {229, 241, 250}, {1600, 40, 33}};
+  uint64_t seed = 2000;
+  for (const auto& s : sizes) {
+    for (int t = 0; t < 4; ++t) {
+      Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0};
+      EXPECT(check_case(c, seed++, MatmulPrecision::BFloat16));
+      c.pad_a = 3, c.pad_b = 5, c.pad_c = 2, c.alpha = 0.5f, c.beta = 1.5f;
+      EXPECT(check_case(c, seed++, MatmulPrecision::BFloat16));
+    }
+  }
+}
+
+SAFL_TEST(sgemm_bfloat16_rounds_like_the_hardware_and_only_when_asked) {
+  if (!safl::bfloat16_matmul_available()) {
+    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
+    return;
+  }
+  // C = A · 1 with K = 1 gives the rounded A itself: ties to even, subnormals to zero, infinity,
+  // overflow to infinity. Untransposed A is rounded by the hardware (VCVTNE2PS2BF16), transposed
+  // A by bfloat16_round; both must give the expected values exactly.
+  const float tie_down = 1.0f + 1.0f / 256, tie_up = 1.0f + 3.0f / 256;
+  const float A[] = {1.0f, tie_down, tie_up, -tie_up, 1e-40f, -1e-40f, 3.4e38f,
+                     std::numeric_limits<float>::infinity(), 0.1f};
+  const float expected[] = {1.0f, 1.0f, 1.0f + 1.0f / 64, -(1.0f + 1.0f / 64), 0.0f, -0.0f,
+                            std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity(),
+                            0.10009765625f};
+  const int64_t M = sizeof(A) / sizeof(A[0]);
+  const float one = 1.0f;
+  for (int64_t i = 0; i < M; ++i) EXPECT(safl::cpu::bfloat16_round(A[i]) == expected[i]);
+  EXPECT(std::signbit(safl::cpu::bfloat16_round(-1e-40f)));
+  EXPECT(std::isnan(safl::cpu::bfloat16_round(std::numeric_limits<float>::quiet_NaN())));
+  const safl::MatmulPrecisionScope scope(MatmulPrecision::BFloat16);
+  for (bool trans_a : {false, true}) {
+    std::vector<float> C(M, -7.0f);
+    safl::cpu::sgemm(C.data(), 1, A, trans_a ? M : 1, trans_a, &one, 1, false, M, 1, 1, 1.0f, 0.0f);
+    for (int64_t i = 0; i < M; ++i) EXPECT(C[i] == expected[i]);
+  }
+  // The same product in float32 keeps every bit of A; the scope ends with the block.
+  {
+    const safl::MatmulPrecisionScope float32(MatmulPrecision::Float32);
+    float c = 0.0f;
+    safl::cpu::sgemm(&c, 1, &tie_up, 1, false, &one, 1, false, 1, 1, 1, 1.0f, 0.0f);
+    EXPECT_NEAR(c, tie_up, 0.0);
+  }
+  EXPECT(safl::matmul_precision() == MatmulPrecision::BFloat16);
 }

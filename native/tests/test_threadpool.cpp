@@ -1,12 +1,16 @@
 // Thread pool and SIMD dispatch: coverage of parallel_for ranges, exceptions crossing threads,
-// nesting, resizing, and the SIMD level override.
+// nesting, resizing, the SIMD level override, and the matrix precision that follows a caller's
+// work into the pool.
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "tests/harness.h"
 
@@ -86,5 +90,31 @@ SAFL_TEST(threadpool_back_to_back_runs_with_late_workers) {
     total += sum.load() == n * (n + 1) / 2 ? 1 : 0;
   }
   EXPECT(total == 20000);
+  safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(matmul_precision_follows_the_caller_into_the_pool) {
+  // Every task, on whichever thread, runs under the precision of the thread that issued it; the
+  // workers go back to their own (float32) afterwards, and a scope restores what it replaced.
+  safl::set_num_threads(3);
+  for (safl::MatmulPrecision precision : {safl::MatmulPrecision::BFloat16, safl::MatmulPrecision::Float32}) {
+    const safl::MatmulPrecisionScope scope(precision);
+    std::atomic<int> mismatches{0};
+    safl::parallel_for(0, 64, 1, [&](int64_t, int64_t) {
+      if (safl::matmul_precision() != precision) mismatches++;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // let every worker take some
+    });
+    safl::parallel_run(3, [&](int, int) {
+      if (safl::matmul_precision() != precision) mismatches++;
+    });
+    EXPECT(mismatches.load() == 0);
+  }
+  EXPECT(safl::matmul_precision() == safl::MatmulPrecision::Float32);
+  std::atomic<int> bfloat16_after{0};
+  safl::parallel_for(0, 64, 1, [&](int64_t, int64_t) {
+    if (safl::matmul_precision() != safl::MatmulPrecision::Float32) bfloat16_after++;
+  });
+  EXPECT(bfloat16_after.load() == 0);
+  EXPECT(std::string(safl::matmul_precision_name(safl::MatmulPrecision::BFloat16)) == "bfloat16");
   safl::set_num_threads(safl::hardware_threads());
 }
