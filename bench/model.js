@@ -5,10 +5,13 @@
 // alternate for every row so machine noise hits both alike.
 //
 //   node bench/model.js [--configs tiny,base] [--batches 1,64] [--modes greedy,forward] [--threads 2]
-//                       [--peer ../shared/peers/torch_safl.py] [--python /usr/bin/python3]
+//                       [--precisions float32,bfloat16] [--peer ../shared/peers/torch_safl.py]
+//                       [--python /usr/bin/python3]
 //
 // Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
-// + Adam). Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
+// + Adam). Precisions: of safl's matrix products in greedy and forward (common/matmul_precision.h;
+// default float32 only); the table shows the one the products really used (bfloat16 needs AMX).
+// The peer always runs float32. Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
 // Debian's python3-torch.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     batches: { type: 'string', default: '1,64' },
     modes: { type: 'string', default: 'greedy,forward' },
     threads: { type: 'string', default: '2' },
+    precisions: { type: 'string', default: 'float32' },
     peer: { type: 'string', default: path.join(root, '..', 'shared', 'peers', 'torch_safl.py') },
     python: { type: 'string', default: '/usr/bin/python3' },
   },
@@ -72,10 +76,18 @@ function peerRun(config, batch, peerMode, threads) {
 
 const PEER_KEYS = { greedy: 'infer_greedy_img_per_s', forward: 'infer_teacher_forced_img_per_s', train: 'train_img_per_s' };
 
-function safl(config, batch, mode, threads) {
+function safl(config, batch, mode, threads, precision) {
   const res = runJson(ours, ['--config', config, '--batch', `${batch}`, '--mode', mode, '--threads', threads,
-    '--steps', `${steps(config, batch, mode)}`]);
-  return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd };
+    '--steps', `${steps(config, batch, mode)}`, '--precision', precision]);
+  return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd, precision: res.precision };
+}
+
+const precisions = values.precisions.split(',');
+for (const precision of precisions) {
+  if (!['float32', 'bfloat16'].includes(precision)) {
+    console.error(`bench/model.js: --precisions: expected float32 and/or bfloat16 but received ${JSON.stringify(precision)}`);
+    process.exit(1);
+  }
 }
 
 const rows = [];
@@ -85,34 +97,37 @@ for (const config of values.configs.split(',')) {
   for (const batch of values.batches.split(',').map(Number)) {
     const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON for this (config, batch)
     for (const mode of values.modes.split(',')) {
-      const s = safl(config, batch, mode, values.threads);
-      const peerMode = mode === 'train' ? 'train' : 'infer';
-      if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, peerRun(config, batch, peerMode, values.threads));
-      const res = peerRuns.get(peerMode);
-      const p = { imgPerS: res[PEER_KEYS[mode]], rss: res.peak_rss_mib };
-      torchVersion = res.torch;
-      simd = s.simd;
-      rows.push({ config, batch, mode, safl: s, peer: p });
-      process.stderr.write(`${config} b${batch} ${mode}: safl ${s.imgPerS} img/s, peer ${p.imgPerS} img/s\n`);
+      // Training always multiplies in float32: one row.
+      for (const precision of mode === 'train' ? ['float32'] : precisions) {
+        const s = safl(config, batch, mode, values.threads, precision);
+        const peerMode = mode === 'train' ? 'train' : 'infer';
+        if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, peerRun(config, batch, peerMode, values.threads));
+        const res = peerRuns.get(peerMode);
+        const p = { imgPerS: res[PEER_KEYS[mode]], rss: res.peak_rss_mib };
+        torchVersion = res.torch;
+        simd = s.simd;
+        rows.push({ config, batch, mode, safl: s, peer: p });
+        process.stderr.write(`${config} b${batch} ${mode} ${s.precision}: safl ${s.imgPerS} img/s, peer ${p.imgPerS} img/s\n`);
+      }
     }
   }
 }
 
 // Ratios against the peer's greedy and teacher-forced numbers of the same run.
 console.log(`safl vs PyTorch ${torchVersion} peer, ${values.threads} threads, safl SIMD ${simd}\n`);
-console.log('| config | batch | mode | safl img/s | peer img/s | safl / peer | safl peak RSS MiB | peer peak RSS MiB |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log('| config | batch | mode | safl products | safl img/s | peer img/s | safl / peer | safl peak RSS MiB | peer peak RSS MiB |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
-  console.log(`| ${r.config} | ${r.batch} | ${r.mode} | ${r.safl.imgPerS.toFixed(1)} | ${r.peer.imgPerS.toFixed(1)} | ` +
+  console.log(`| ${r.config} | ${r.batch} | ${r.mode} | ${r.safl.precision} | ${r.safl.imgPerS.toFixed(1)} | ${r.peer.imgPerS.toFixed(1)} | ` +
     `${(r.safl.imgPerS / r.peer.imgPerS).toFixed(2)}× | ${r.safl.rss.toFixed(0)} | ${r.peer.rss.toFixed(0)} |`);
 }
 const greedyVsForward = rows.filter((r) => r.mode === 'greedy').map((r) => {
   const fwd = rows.find((q) => q.config === r.config && q.batch === r.batch && q.mode === 'forward');
-  return fwd ? `| ${r.config} | ${r.batch} | ${(r.safl.imgPerS / fwd.peer.imgPerS).toFixed(2)}× |` : null;
+  return fwd ? `| ${r.config} | ${r.batch} | ${r.safl.precision} | ${(r.safl.imgPerS / fwd.peer.imgPerS).toFixed(2)}× |` : null;
 }).filter(Boolean);
 if (greedyVsForward.length) {
   console.log('\nsafl greedy vs the peer\'s teacher-forced forward (same run):\n');
-  console.log('| config | batch | safl greedy / peer teacher-forced |');
-  console.log('|---|---|---|');
+  console.log('| config | batch | safl products | safl greedy / peer teacher-forced |');
+  console.log('|---|---|---|---|');
   for (const line of greedyVsForward) console.log(line);
 }

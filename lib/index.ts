@@ -5,7 +5,7 @@ import * as check from './validate.js';
 
 export type { Device, SimdLevel } from './native.js';
 export { Recognizer, defaultModelPath } from './recognizer.js';
-export type { CreateOptions, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
+export type { CreateOptions, Precision, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
 export type { ImageInput, RawImage } from './image.js';
 export { MAX_PIXELS } from './image.js';
 export type { RecognizedChar } from './charset.js';
@@ -24,6 +24,11 @@ export interface Info {
   /** The CPU kernels' SIMD path now, and the best this CPU supports. */
   simd: SimdLevel;
   simdSupported: SimdLevel;
+  /**
+   * Whether `precision: 'bfloat16'` makes the CPU's matrix products bfloat16 here (a CPU with AMX
+   * and the 'avx512' SIMD path); elsewhere they stay float32.
+   */
+  bfloat16Matmul: boolean;
   /** Threads of the native pool, and the machine's hardware threads. */
   threads: number;
   hardwareThreads: number;
@@ -48,6 +53,7 @@ export function info(): Info {
     cudaUnavailableReason: reason,
     simd: cpu.simd,
     simdSupported: cpu.simdSupported,
+    bfloat16Matmul: cpu.bfloat16Matmul,
     threads: cpu.threads,
     hardwareThreads: cpu.hardwareThreads,
   };

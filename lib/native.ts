@@ -24,6 +24,7 @@ export interface AddonInfo {
   cuda: CudaInfo;
   simd: SimdLevel;
   simdSupported: SimdLevel;
+  bfloat16Matmul: boolean;
   threads: number;
   hardwareThreads: number;
 }

@@ -231,7 +231,7 @@ interface NativeTrainer {
   config(): string;
   optimizerStep(): number;
   step(images: Float32Array, targets: Int32Array, batch: number, options: Record<string, number | boolean>): Promise<NativeStepResult>;
-  recognize(images: Float32Array, batch: number, beamWidth: number): Promise<NativeWord[]>;
+  recognize(images: Float32Array, batch: number, beamWidth: number, precision: 'float32'): Promise<NativeWord[]>;
   save(dtype: 'float32' | 'float16', metadata: Record<string, string>, withOptimizer: boolean): Promise<Buffer>;
   load(bytes: Uint8Array, source: string): Promise<void>;
   close(): void;
@@ -842,7 +842,7 @@ export class Trainer {
       for (const sample of batch.unreadable) score.add(sample.label, null);
       unreadable += batch.unreadable.length;
       if (batch.readable.length === 0) continue;
-      const words = await this.#native.recognize(batch.images, batch.readable.length, 1);
+      const words = await this.#native.recognize(batch.images, batch.readable.length, 1, 'float32');
       words.forEach((word, i) => score.add(batch.readable[i].label, decodeTokens(word.tokens, word.probs, this.charset).text));
     }
     const caseSensitive = score.caseSensitive;

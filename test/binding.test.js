@@ -36,6 +36,7 @@ describe('native binding', () => {
     assert.equal(info.cuda.available, false);
     assert.ok(['generic', 'avx2', 'avx512'].includes(info.simd));
     assert.ok(['generic', 'avx2', 'avx512'].includes(info.simdSupported));
+    assert.equal(typeof info.bfloat16Matmul, 'boolean');
     assert.ok(Number.isInteger(info.threads) && info.threads >= 1);
     assert.ok(Number.isInteger(info.hardwareThreads) && info.hardwareThreads >= 1);
   });

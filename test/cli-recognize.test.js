@@ -73,6 +73,9 @@ describe('safl recognize', () => {
     assert.equal(one.status, 0);
     assert.equal(one.stderr, '');
     assert.equal(one.stdout, `${expected[files.good].text}\n`);
+    const fast = await recognize(['--model', model, '--precision', 'bfloat16', files.good]);
+    assert.equal(fast.status, 0);
+    assert.match(fast.stdout, /^.*\n$/);
     const two = await recognize(['--model', model, '--format', 'text', files.good, files.deep]);
     assert.equal(two.status, 0);
     assert.equal(two.stdout, `${files.good}\t${expected[files.good].text}\n${files.deep}\t${expected[files.deep].text}\n`);
@@ -128,6 +131,7 @@ describe('safl recognize', () => {
       [['--batch-size', '0'], 'safl: Expected an integer between 1 and 1024 for --batch-size but received 0\n'],
       [['--beam-width', 'wide'], "safl: Expected an integer between 1 and 64 for --beam-width but received 'wide'\n"],
       [['--threads=-1'], 'safl: Expected an integer between 1 and 1024 for --threads but received -1\n'],
+      [['--precision', 'half'], "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'\n"],
     ];
     const results = await Promise.all(cases.map(([args]) => recognize(['--model', model, ...args, files.good])));
     results.forEach(({ status, stdout, stderr }, i) => {
@@ -163,7 +167,7 @@ describe('safl recognize', () => {
     const help = await run(['recognize', '--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /^Usage: safl recognize \[options\] <file \| directory \| glob>\.\.\./);
-    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--format', '--help']) {
+    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--precision', '--format', '--help']) {
       assert.ok(help.stdout.includes(option), option);
     }
     for (const word of ['text', 'tsv', 'json', 'jsonl', 'stdin', 'exit status', 'progress bar']) assert.ok(help.stdout.includes(word), word);

@@ -132,6 +132,13 @@ describe('device', () => {
       });
     });
 
+    it("'cuda' refuses precision 'bfloat16' when the model is loaded", async () => {
+      await assert.rejects(Recognizer.load(modelFile, { device: 'cuda', precision: 'bfloat16' }), {
+        name: 'Error',
+        message: "device 'cuda' multiplies in float32 only: precision 'bfloat16' needs device 'cpu'",
+      });
+    });
+
     it('the first steps on the GPU have the losses of the same steps on the CPU', async () => {
       const losses = { cpu: [], cuda: [] };
       for (const device of ['cpu', 'cuda']) {

@@ -182,6 +182,8 @@ describe('safl eval', () => {
     assert.equal(format.stderr, "safl: Expected 'text' or 'json' for --format but received 'xml'\n");
     const batch = await safleval(['--batch-size', '0', model, mixed]);
     assert.equal(batch.stderr, 'safl: Expected an integer between 1 and 1024 for --batch-size but received 0\n');
+    const precision = await safleval(['--precision', 'half', model, mixed]);
+    assert.equal(precision.stderr, "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'\n");
     const limit = await safleval(['--limit', 'all', model, mixed]);
     assert.equal(limit.stderr, "safl: Expected an integer between 1 and 9007199254740991 for --limit but received 'all'\n");
     const errorsFile = await safleval(['--errors=', model, mixed]);

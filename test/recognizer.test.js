@@ -132,6 +132,8 @@ describe('Recognizer', () => {
         [[modelFile, { batchSize: 2.5 }], 'TypeError', 'Expected an integer between 1 and 1024 for batchSize but received 2.5'],
         [[modelFile, { beamWidth: 65 }], 'RangeError', 'Expected an integer between 1 and 64 for beamWidth but received 65'],
         [[modelFile, { threads: '2' }], 'TypeError', "Expected an integer between 1 and 1024 for threads but received '2'"],
+        [[modelFile, { precision: 'float16' }], 'RangeError', "Expected 'float32' or 'bfloat16' for precision but received 'float16'"],
+        [[modelFile, { precision: 16 }], 'TypeError', "Expected 'float32' or 'bfloat16' for precision but received 16"],
         [[42], 'TypeError', 'Expected a path or a Buffer for model but received 42'],
         [[modelFile, 'cpu'], 'TypeError', "Expected an object for options but received 'cpu'"],
       ];
@@ -183,6 +185,16 @@ describe('Recognizer', () => {
       assertSameResults(concurrent, batched);
     });
 
+    it("precision 'bfloat16' gives results of the same shape, and float32's where the CPU has no AMX", async () => {
+      assert.equal(recognizer.precision, 'float32');
+      const fast = await Recognizer.load(modelFile, { precision: 'bfloat16' });
+      assert.equal(fast.precision, 'bfloat16');
+      const results = await fast.recognize(inputs);
+      await fast.close();
+      for (const result of results) assertResultShape(result, MICRO_CONFIG.max_len);
+      if (!safl.info().bfloat16Matmul) assertSameResults(results, await recognizer.recognize(inputs));
+    });
+
     it('beam search gives results of the same shape', async () => {
       const beam = await Recognizer.load(modelFile, { beamWidth: 3 });
       for (const result of await beam.recognize(inputs.slice(0, 3))) assertResultShape(result, MICRO_CONFIG.max_len);
@@ -224,9 +236,13 @@ describe('Recognizer', () => {
         message: 'NativeModel is made by NativeModel.create() or NativeModel.fromBuffer()',
       });
       const model = await NativeModel.create(JSON.stringify(MICRO_CONFIG), 1);
-      assert.throws(() => model.recognize(new Float32Array(5), 1, 1), {
+      assert.throws(() => model.recognize(new Float32Array(5), 1, 1, 'float32'), {
         name: 'RangeError',
         message: `Expected a Float32Array of length ${imageSize} for images but received Float32Array of length 5`,
+      });
+      assert.throws(() => model.recognize(new Float32Array(imageSize), 1, 1, 'half'), {
+        name: 'RangeError',
+        message: "Expected 'float32' or 'bfloat16' for precision but received 'half'",
       });
       assert.throws(() => model.save('float64', {}), {
         name: 'RangeError',
@@ -245,10 +261,10 @@ describe('Recognizer', () => {
 
     it('close() during a call lets the call finish, then frees the network', async () => {
       const model = await NativeModel.create(JSON.stringify(MICRO_CONFIG), 1);
-      const running = model.recognize(new Float32Array(4 * imageSize), 4, 1);
+      const running = model.recognize(new Float32Array(4 * imageSize), 4, 1, 'float32');
       model.close();
       assert.equal((await running).length, 4);
-      assert.throws(() => model.recognize(new Float32Array(imageSize), 1, 1), { name: 'Error', message: 'the recognizer is closed' });
+      assert.throws(() => model.recognize(new Float32Array(imageSize), 1, 1, 'float32'), { name: 'Error', message: 'the recognizer is closed' });
       assert.throws(() => model.save('float32', {}), { name: 'Error', message: 'the recognizer is closed' });
       assert.equal(typeof model.config(), 'string');
     });

@@ -24,6 +24,8 @@ Options:
   --batch-size N    most images per network call, 1-1024 (default: 32)
   --threads N       size of the native thread pool, 1-1024 (default: hardware threads)
   --beam-width N    beam search width, 1-64; 1 is greedy decoding (default: 1)
+  --precision P     float32 or bfloat16: the precision of the matrix products (bfloat16 only
+                    changes anything on CPUs with AMX; default: float32)
   --limit N         only the first N samples of each dataset
   --format F        text or json (default: text)
   --errors          list the misrecognised samples after the table (in the JSON object as
@@ -221,6 +223,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       'batch-size': { type: 'string' },
       threads: { type: 'string' },
       'beam-width': { type: 'string' },
+      precision: { type: 'string' },
       limit: { type: 'string' },
       format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -234,6 +237,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const batchSize = values['batch-size'] === undefined ? 32 : check.integerText(values['batch-size'], '--batch-size', 1, 1024);
   const threads = values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024);
   const beamWidth = values['beam-width'] === undefined ? 1 : check.integerText(values['beam-width'], '--beam-width', 1, 64);
+  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', ['float32', 'bfloat16']);
   const limit = values.limit === undefined ? Infinity : check.integerText(values.limit, '--limit', 1, Number.MAX_SAFE_INTEGER);
   const format = values.format === undefined ? 'text' : check.oneOf(values.format, '--format', ['text', 'json']);
   if (positionals.length < 2) {
@@ -241,7 +245,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     return 1;
   }
   const [model, ...specs] = positionals;
-  const recognizer = await Recognizer.load(model, { device, batchSize, threads, beamWidth });
+  const recognizer = await Recognizer.load(model, { device, batchSize, threads, beamWidth, precision });
   const results: DatasetResult[] = [];
   const failed: Array<{ path: string; error: string }> = [];
   const progress = progressLine();

@@ -10,6 +10,7 @@
 #include "addon/promise_worker.h"
 #include "addon/train_binding.h"
 #include "common/cpu_features.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "ops/gemm.h"
 
@@ -78,6 +79,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("cuda", cuda);
   out.Set("simd", simd_level_name(simd_level()));
   out.Set("simdSupported", simd_level_name(simd_level_supported()));
+  out.Set("bfloat16Matmul", bfloat16_matmul_available());
   out.Set("threads", num_threads());
   out.Set("hardwareThreads", hardware_threads());
   return out;

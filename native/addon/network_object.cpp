@@ -137,12 +137,18 @@ Napi::Array words_to_js(Napi::Env env, const std::vector<model::Decoded>& decode
 class RecognizeWorker : public PromiseWorker {
  public:
   RecognizeWorker(Napi::Env env, std::shared_ptr<NetworkHandle> handle, Napi::Float32Array images, int64_t batch,
-                  int64_t beam_width)
-      : PromiseWorker(env), call_(std::move(handle)), images_(images), batch_(batch), beam_width_(beam_width) {}
+                  int64_t beam_width, MatmulPrecision precision)
+      : PromiseWorker(env),
+        call_(std::move(handle)),
+        images_(images),
+        batch_(batch),
+        beam_width_(beam_width),
+        precision_(precision) {}
 
  protected:
   void Run() override {
     NetworkLock lock(call_.handle());
+    const MatmulPrecisionScope precision(precision_);  // the CPU's products; CUDA ignores it
     decoded_ = lock.running().recognize(images_.data(), batch_, beam_width_);
   }
   Napi::Value Result(Napi::Env env) override { return words_to_js(env, decoded_); }
@@ -151,6 +157,7 @@ class RecognizeWorker : public PromiseWorker {
   PendingCall call_;
   HeldArray<float> images_;  // (B, 3, in_h, in_w)
   int64_t batch_, beam_width_;
+  MatmulPrecision precision_;
   std::vector<model::Decoded> decoded_;
 };
 
@@ -162,8 +169,9 @@ Napi::Value recognize(const Napi::CallbackInfo& info, std::shared_ptr<NetworkHan
     const int64_t batch = read_integer(info[1], "batch", 1, kMaxBatch);
     const int64_t beam_width = read_integer(info[2], "beamWidth", 1, kMaxBeamWidth);
     auto images = read_float32(info[0], "images", size_t(batch * 3 * c.in_h * c.in_w));
+    const MatmulPrecision precision = read_precision(info[3]);
     handle->check_open(info.Env());
-    return (new RecognizeWorker(info.Env(), std::move(handle), images, batch, beam_width))->start();
+    return (new RecognizeWorker(info.Env(), std::move(handle), images, batch, beam_width, precision))->start();
   });
 }
 
@@ -203,6 +211,13 @@ DType read_dtype(const Napi::Value& value) {
   if (name == "float32") return DType::F32;
   if (name == "float16") return DType::F16;
   throw_range_error(value.Env(), "'float32' or 'float16'", "dtype", value);
+}
+
+MatmulPrecision read_precision(const Napi::Value& value) {
+  const std::string name = read_string(value, "precision");
+  if (name == "float32") return MatmulPrecision::Float32;
+  if (name == "bfloat16") return MatmulPrecision::BFloat16;
+  throw_range_error(value.Env(), "'float32' or 'bfloat16'", "precision", value);
 }
 
 std::map<std::string, std::string> read_metadata(const Napi::Value& value) {

@@ -34,6 +34,7 @@
 
 #include "addon/napi_util.h"
 #include "addon/promise_worker.h"
+#include "common/matmul_precision.h"
 #include "model/config.h"
 #include "model/network.h"
 #include "model/safetensors.h"
@@ -256,6 +257,8 @@ class HeldArray {
 
 // save()'s dtype: 'float32' or 'float16' (RangeError otherwise).
 DType read_dtype(const Napi::Value& value);
+// recognize()'s precision of the matrix products: 'float32' or 'bfloat16' (RangeError otherwise).
+MatmulPrecision read_precision(const Napi::Value& value);
 // save()'s metadata: an object of strings (TypeError otherwise).
 std::map<std::string, std::string> read_metadata(const Napi::Value& value);
 // A Buffer or Uint8Array (TypeError otherwise).
