@@ -25,7 +25,6 @@
 #include <cstring>
 
 #include "cpu/gemm_transpose_avx512.h"
-#include "ops/gemm.h"
 
 namespace safl::cpu::gemm_detail {
 namespace {
@@ -48,11 +47,20 @@ SAFL_AMX_TARGET __m512i to_bfloat16(__m512 lo, __m512 hi) {
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-uint16_t bfloat16_bits(float x) {
-  const float rounded = bfloat16_round(x);
-  uint32_t bits;
-  std::memcpy(&bits, &rounded, sizeof bits);
-  return uint16_t(bits >> 16);
+// The 16 pairs (k, k + 1) of 16 consecutive values of two stored rows: vpermw interleaves the
+// rounded even row (lanes 0–15 of to_bfloat16) with the odd one (lanes 16–31), so that 32-bit lane c
+// holds (even[c], odd[c]).
+SAFL_AMX_TARGET __m512i interleave_pairs(__m512 even, __m512 odd) {
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(order, to_bfloat16(even, odd));
+}
+
+// Stored row k of an operand whose rows run along the 16 lanes `first`…: the lanes in `lanes`, or
+// zeros past the depth kc.
+SAFL_AMX_TARGET __m512 stored_row(const float* M, int64_t ld, int64_t p0, int64_t k, int64_t kc, int64_t first,
+                                  __mmask16 lanes) {
+  return k < kc ? _mm512_maskz_loadu_ps(lanes, M + (p0 + k) * ld + first) : _mm512_setzero_ps();
 }
 
 // Packs op(A)[i0 : i0+mc, p0 : p0+kc] into 32-row panels (layout in the file header).
@@ -60,11 +68,22 @@ SAFL_AMX_TARGET void pack_a(float* packed, const float* A, int64_t lda, bool tra
                             int64_t mc, int64_t p0, int64_t kc) {
   const int64_t kcp = padded(kc), rows = (mc + kMR - 1) / kMR * kMR;
   uint16_t* out = reinterpret_cast<uint16_t*>(packed);  // row r of the block at r·kcp
-  if (trans_a) {  // stored rows of A run along i: walk them (a rare case: inference multiplies x·W)
-    std::memset(out, 0, sizeof(uint16_t) * size_t(rows * kcp));
-    for (int64_t k = 0; k < kc; ++k) {
-      const float* src = A + (p0 + k) * lda + i0;
-      for (int64_t r = 0; r < mc; ++r) out[r * kcp + k] = bfloat16_bits(src[r]);
+  if (trans_a) {
+    // Stored rows of A run along i (the backward's products): for 16 rows of the panel and a k
+    // block, 16 pair rows (k = 2p, 2p + 1) of 16 lanes each, then a 16 × 16 transpose of the
+    // 32-bit pairs turns them into the 16 rows' 32 values of k.
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+      const __mmask16 lanes = first_lanes(mc - r0);
+      for (int64_t k = 0; k < kcp; k += kKBlock) {
+        __m512 block[16];
+        for (int p = 0; p < 16; ++p) {
+          const __m512 even = stored_row(A, lda, p0, k + 2 * p, kc, i0 + r0, lanes);
+          const __m512 odd = stored_row(A, lda, p0, k + 2 * p + 1, kc, i0 + r0, lanes);
+          block[p] = _mm512_castsi512_ps(interleave_pairs(even, odd));
+        }
+        transpose_16x16(block);
+        for (int r = 0; r < 16; ++r) _mm512_storeu_si512(out + (r0 + r) * kcp + k, _mm512_castps_si512(block[r]));
+      }
     }
     return;
   }
@@ -93,19 +112,11 @@ SAFL_AMX_TARGET void pack_b(float* packed, const float* B, int64_t ldb, bool tra
     for (int64_t half = 0; half < 2; ++half) {
       const int64_t first = c0 + 16 * half;
       const int64_t count = nc - first < 0 ? 0 : nc - first < 16 ? nc - first : 16;
-      if (!trans_b) {
-        // Stored rows of B run along j: rows k and k + 1 give a pair row; interleave their
-        // 16 columns (vpermw: pair c takes lane c of the even row, then lane c of the odd one).
-        const __m512i interleave = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
-            19, 3, 18, 2, 17, 1, 16, 0);
+      if (!trans_b) {  // stored rows of B run along j: rows k and k + 1 give a pair row
         const __mmask16 columns = first_lanes(count);
         for (int64_t k = 0; k < kcp; k += 2) {
-          const __m512 even = k < kc ? _mm512_maskz_loadu_ps(columns, B + (p0 + k) * ldb + j0 + first)
-                                     : _mm512_setzero_ps();
-          const __m512 odd = k + 1 < kc ? _mm512_maskz_loadu_ps(columns, B + (p0 + k + 1) * ldb + j0 + first)
-                                        : _mm512_setzero_ps();
-          const __m512i pairs = _mm512_permutexvar_epi16(interleave, to_bfloat16(even, odd));
+          const __m512i pairs = interleave_pairs(stored_row(B, ldb, p0, k, kc, j0 + first, columns),
+                                                 stored_row(B, ldb, p0, k + 1, kc, j0 + first, columns));
           _mm512_storeu_si512(panel + (k / 2) * 64 + 32 * half, pairs);
         }
         continue;

@@ -248,8 +248,8 @@ SAFL_TEST(sgemm_bfloat16_rounds_like_the_hardware_and_only_when_asked) {
     return;
   }
   // C = A · 1 with K = 1 gives the rounded A itself: ties to even, subnormals to zero, infinity,
-  // overflow to infinity. Untransposed A is rounded by the hardware (VCVTNE2PS2BF16), transposed
-  // A by bfloat16_round; both must give the expected values exactly.
+  // overflow to infinity. The hardware conversion (VCVTNE2PS2BF16) rounds A, stored either way,
+  // and bfloat16_round, the references' rounding, must give the same values exactly.
   const float tie_down = 1.0f + 1.0f / 256, tie_up = 1.0f + 3.0f / 256;
   const float A[] = {1.0f, tie_down, tie_up, -tie_up, 1e-40f, -1e-40f, 3.4e38f,
                      std::numeric_limits<float>::infinity(), 0.1f};

@@ -2,7 +2,8 @@
 // parameter tensor through the focal loss (training mode: batch statistics, dropout off and on),
 // cached greedy decoding against teacher forcing, beam search, the folded inference copy against
 // the training-mode ops, model files (round trips and errors naming the tensor), an overfitting
-// run with Adam, argument errors, and the tiny preset end to end (with timings printed).
+// run with Adam, argument errors, the tiny preset end to end (with timings printed), and its
+// inference with bfloat16 products against float32.
 //
 // Note [gradcheck test point]: the forward runs in float32 and the network is only piecewise
 // smooth: ReLU, max-pool, the TPS clamp and the bilinear sampler's pixel cells all have kinks, and
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "model/network.h"
 #include "model/safetensors.h"
 #include "ops/optimizer.h"
@@ -645,4 +647,47 @@ SAFL_TEST(network_tiny_preset_end_to_end) {
   std::printf("    tiny, B=8: teacher-forced inference forward %.1f ms, greedy recognize %.1f ms (%zu tokens), "
               "beam 3 %.1f ms\n",
               forward_ms, greedy_ms, tokens, beam_ms);
+}
+
+SAFL_TEST(network_bfloat16_inference_stays_close_to_float32) {
+  // Note [bfloat16 tolerances]: with every product's operands rounded to bfloat16 (relative error
+  // up to 2^-9 each), the tiny preset's teacher-forced logits moved by at most 0.023, and greedy
+  // decoding gave the same tokens with character probabilities within 0.0015, when this test was
+  // written. A product that skipped the rounding of one operand or read a wrong panel moves them by
+  // orders of magnitude more; the tolerances leave a wide margin for other seeds and CPUs.
+  if (!safl::bfloat16_matmul_available()) {
+    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
+    return;
+  }
+  const Config c = safl::model::preset("tiny", 97);
+  const int64_t B = 4, T = c.tgt_len();
+  std::vector<int32_t> targets(B * T, int32_t(c.pad()));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < 6; ++t) targets[b * T + t] = int32_t((b * 5 + t * 11) % c.charset_size());
+    targets[b * T + 6] = int32_t(c.eos());
+  }
+  const std::vector<float> images = random_images(c, B, 91);
+  Network net(c);
+  net.init_random(90);
+  std::vector<float> logits[2];
+  std::vector<Decoded> words[2];
+  for (int run = 0; run < 2; ++run) {
+    const safl::MatmulPrecisionScope precision(run == 0 ? safl::MatmulPrecision::Float32 : safl::MatmulPrecision::BFloat16);
+    logits[run].resize(size_t(B * T * c.num_classes));
+    net.forward(logits[run].data(), images.data(), targets.data(), B, false, 0);
+    words[run] = net.recognize(images.data(), B, 1);
+  }
+  double largest = 0;
+  for (size_t i = 0; i < logits[0].size(); ++i) largest = std::max(largest, double(std::fabs(logits[1][i] - logits[0][i])));
+  std::printf("    largest teacher-forced logit difference %.3g\n", largest);
+  EXPECT(largest > 0.0 && largest < 0.1);  // > 0: the products did run in bfloat16
+  double probability_gap = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    EXPECT(words[1][b].tokens == words[0][b].tokens);
+    if (words[1][b].probs.size() != words[0][b].probs.size()) continue;
+    for (size_t t = 0; t < words[0][b].probs.size(); ++t)
+      probability_gap = std::max(probability_gap, double(std::fabs(words[1][b].probs[t] - words[0][b].probs[t])));
+  }
+  std::printf("    greedy: same tokens, largest character probability difference %.3g\n", probability_gap);
+  EXPECT(probability_gap < 0.02);
 }
