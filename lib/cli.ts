@@ -107,6 +107,7 @@ function infoCommand(argv: string[]): number {
       `safl ${i.version}`,
       `devices: ${i.devices.join(', ')}${i.cudaUnavailableReason ? ` (cuda: ${i.cudaUnavailableReason})` : ''}`,
       `simd: ${i.simd} (supported: ${i.simdSupported})`,
+      `bfloat16 products (--precision bfloat16): ${i.bfloat16Matmul ? 'yes, on the AMX tile unit' : 'no, they stay float32 on this CPU'}`,
       `threads: ${i.threads} of ${i.hardwareThreads} hardware threads`,
       '',
     ].join('\n'),

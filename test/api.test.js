@@ -14,6 +14,7 @@ describe('public API', () => {
     assert.ok(info.devices.includes('cpu'));
     assert.equal(info.devices.includes('cuda'), info.cudaUnavailableReason === '');
     assert.ok(['generic', 'avx2', 'avx512'].includes(info.simd));
+    assert.equal(typeof info.bfloat16Matmul, 'boolean');
     assert.ok(info.threads >= 1 && info.hardwareThreads >= 1);
   });
 
@@ -38,6 +39,9 @@ describe('safl CLI', () => {
     const out = JSON.parse(execFileSync(process.execPath, [cli, 'info', '--json'], { encoding: 'utf8' }));
     assert.deepEqual(out.devices, safl.info().devices);
     assert.equal(out.version, safl.info().version);
+    assert.equal(out.bfloat16Matmul, safl.info().bfloat16Matmul);
+    const text = execFileSync(process.execPath, [cli, 'info'], { encoding: 'utf8' });
+    assert.match(text, safl.info().bfloat16Matmul ? /^bfloat16 products \(--precision bfloat16\): yes/m : /^bfloat16 products \(--precision bfloat16\): no/m);
   });
 
   it('--help lists the commands; an unknown command fails with a message', () => {
