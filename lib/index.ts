@@ -3,9 +3,9 @@
 import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
 import * as check from './validate.js';
 
-export type { Device, SimdLevel } from './native.js';
+export type { Device, Precision, SimdLevel } from './native.js';
 export { Recognizer, defaultModelPath } from './recognizer.js';
-export type { CreateOptions, Precision, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
+export type { CreateOptions, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
 export type { ImageInput, RawImage } from './image.js';
 export { MAX_PIXELS } from './image.js';
 export type { RecognizedChar } from './charset.js';

@@ -19,6 +19,9 @@ export interface CudaInfo {
   name?: string;
 }
 
+/** The precision of the CPU's matrix products ({@link RecognizerOptions.precision}, TrainOptions.precision). */
+export type Precision = 'float32' | 'bfloat16';
+
 export interface AddonInfo {
   backends: Array<'cpu' | 'cuda'>;
   cuda: CudaInfo;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
 import { checkInput, decodeImage, toTensor, type CheckedInput, type ImageInput } from './image.js';
 import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { addonFor, loadCpuAddon, loadCudaAddon, packageRoot, type Device } from './native.js';
+import { addonFor, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -56,9 +56,6 @@ export interface RecognizerOptions {
    */
   precision?: Precision;
 }
-
-/** The precision of the matrix products: see {@link RecognizerOptions.precision}. */
-export type Precision = 'float32' | 'bfloat16';
 
 /** Options of {@link Recognizer.create}. */
 export interface CreateOptions extends RecognizerOptions {

@@ -18,9 +18,11 @@
 //
 // Note [exact resume]: a checkpoint holds the parameters, batch-norm statistics and Adam moments
 // as float32 (bit for bit), the Adam step count, and the sampler state; the native step is
-// deterministic for a given thread count (the gradient norm is even independent of it). So a run
-// resumed with the same thread count repeats the uninterrupted run's losses exactly, and the tests
-// compare them with ===, not with a tolerance: any difference means lost state.
+// deterministic for a given thread count and precision (the gradient norm is even independent of
+// the thread count). So a run resumed with the same thread count and precision repeats the
+// uninterrupted run's losses exactly, and the tests compare them with ===, not with a tolerance:
+// any difference means lost state. The precision is stored with the options and may be changed on
+// resume (the curve then goes on from the same state, with other rounding).
 import { appendFile, mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset } from './charset.js';
@@ -30,7 +32,7 @@ import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
 import { encodeMetadata, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { addonFor, loadCpuAddon, loadCudaAddon, type Device } from './native.js';
+import { addonFor, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -90,6 +92,14 @@ export interface TrainOptions {
   validateSamples?: number;
   /** Steps per metrics.jsonl line and per averaged report, 1…10^9 (default 10). */
   logEvery?: number;
+  /**
+   * Precision of the matrix products of each step's forward and backward on the CPU: 'float32'
+   * (default) or 'bfloat16' (mixed precision: the products' operands rounded to bfloat16 and
+   * added in float32 on the AMX tile unit of CPUs that have one; weights, optimizer state, batch
+   * norm and the loss stay float32). Elsewhere 'bfloat16' changes nothing. Device 'cuda' takes
+   * 'float32' only. May change when a run is resumed.
+   */
+  precision?: Precision;
   /** Free-form JSON kept in checkpoints and in the model file's training summary. */
   notes?: Record<string, unknown>;
 }
@@ -117,6 +127,7 @@ export interface TrainerResumeOptions {
   validateEvery?: number;
   validateSamples?: number;
   logEvery?: number;
+  precision?: Precision;
   device?: Device;
   threads?: number;
   /** The configuration the caller expects: an Error names every difference from the checkpoint's. */
@@ -206,6 +217,7 @@ const MAX_CONSECUTIVE_BAD_SAMPLES = 1000;
 const WARNINGS_PER_KIND = 5;
 
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+const PRECISIONS = ['float32', 'bfloat16'] as const;
 const PRESETS = ['tiny', 'base'] as const;
 const SCHEDULES = ['inverse-sqrt', 'cosine', 'constant'] as const;
 const LOSSES = ['focal', 'cross-entropy'] as const;
@@ -230,7 +242,7 @@ interface NativeWord {
 interface NativeTrainer {
   config(): string;
   optimizerStep(): number;
-  step(images: Float32Array, targets: Int32Array, batch: number, options: Record<string, number | boolean>): Promise<NativeStepResult>;
+  step(images: Float32Array, targets: Int32Array, batch: number, options: Record<string, number | boolean | string>): Promise<NativeStepResult>;
   recognize(images: Float32Array, batch: number, beamWidth: number, precision: 'float32'): Promise<NativeWord[]>;
   save(dtype: 'float32' | 'float16', metadata: Record<string, string>, withOptimizer: boolean): Promise<Buffer>;
   load(bytes: Uint8Array, source: string): Promise<void>;
@@ -245,8 +257,12 @@ interface NativeAddon {
  * The addon that runs `device`, and the device it runs on ('auto' resolved). Throws "device 'cuda'
  * is not available: <reason>" for 'cuda' without a usable GPU.
  */
-function nativeAddon(device: Device): { addon: NativeAddon; device: 'cpu' | 'cuda' } {
+/** The addon that runs `device` ('auto' resolved); device 'cuda' refuses bfloat16 products. */
+function nativeAddon(device: Device, precision: Precision): { addon: NativeAddon; device: 'cpu' | 'cuda' } {
   const chosen = addonFor(device);
+  if (chosen.device === 'cuda' && precision !== 'float32') {
+    throw new Error(`device 'cuda' multiplies in float32 only: precision '${precision}' needs device 'cpu'`);
+  }
   return { addon: chosen.addon as unknown as NativeAddon, device: chosen.device };
 }
 
@@ -291,17 +307,19 @@ export interface ResolvedOptions {
   validateEvery: number;
   validateSamples: number | undefined;
   logEvery: number;
+  precision: Precision;
   notes: Record<string, unknown>;
 }
 
 const TRAIN_OPTION_KEYS = [
   'batchSize', 'iterations', 'lr', 'schedule', 'warmup', 'loss', 'gamma', 'alpha', 'optimizer', 'beta1', 'beta2',
   'eps', 'weightDecay', 'clip', 'unknownChars', 'longLabels', 'checkpointDir', 'checkpointEvery', 'validateEvery',
-  'validateSamples', 'logEvery', 'notes',
+  'validateSamples', 'logEvery', 'precision', 'notes',
 ] as const;
 const CREATE_OPTION_KEYS = [...TRAIN_OPTION_KEYS, 'config', 'charset', 'seed', 'device', 'threads'] as const;
 const RESUME_OPTION_KEYS = [
-  'iterations', 'checkpointDir', 'checkpointEvery', 'validateEvery', 'validateSamples', 'logEvery', 'device', 'threads', 'config',
+  'iterations', 'checkpointDir', 'checkpointEvery', 'validateEvery', 'validateSamples', 'logEvery', 'precision', 'device', 'threads',
+  'config',
 ] as const;
 
 function checkKeys(raw: Record<string, unknown>, allowed: readonly string[], where: string): void {
@@ -354,6 +372,7 @@ function resolveOptions(raw: Record<string, unknown>, seed: number): ResolvedOpt
     validateEvery: optional(raw.validateEvery, 1000, (v) => steps(v, 'validateEvery')),
     validateSamples: optional(raw.validateSamples, undefined as number | undefined, (v) => steps(v, 'validateSamples')),
     logEvery: optional(raw.logEvery, 10, (v) => steps(v, 'logEvery')),
+    precision: optional(raw.precision, 'float32' as Precision, (v) => check.oneOf(v, 'precision', PRECISIONS)),
     notes,
   };
 }
@@ -600,10 +619,11 @@ export class Trainer {
    *   'cross-entropy'), gamma (default 2), alpha (default 1), optimizer ('adam' default or
    *   'adamw'), beta1/beta2/eps (0.9, 0.98, 1e-9), weightDecay (0), clip (5; 0 = off),
    *   unknownChars ('skip' | 'unk'), longLabels ('skip' | 'error'), checkpointDir,
-   *   checkpointEvery (1000), validateEvery (1000), validateSamples, logEvery (10), notes.
+   *   checkpointEvery (1000), validateEvery (1000), validateSamples, logEvery (10), precision
+   *   ('float32' default or 'bfloat16'), notes.
    * @throws TypeError / RangeError "Expected <what> for <option> but received <value>" for a bad
    *   option or an unknown option name; Error naming the configuration field at fault; Error for
-   *   device 'cuda' (as {@link Recognizer.load}).
+   *   device 'cuda' (as {@link Recognizer.load}), also with precision 'bfloat16'.
    */
   static async create(options?: TrainerCreateOptions): Promise<Trainer> {
     const raw = check.options(options, 'options');
@@ -613,7 +633,7 @@ export class Trainer {
     const charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
     const seed = optional(raw.seed, 0, (v) => check.integer(v, 'seed', 0, Number.MAX_SAFE_INTEGER));
     const resolved = resolveOptions(raw, seed);
-    const { addon, device: runsOn } = nativeAddon(device);
+    const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
     const configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
     const native = await addon.NativeTrainer.create(configJson, seed);
     if (threads !== undefined) setPoolThreads(threads);
@@ -626,8 +646,9 @@ export class Trainer {
    * uninterrupted run's losses exactly (Note [exact resume]).
    * @param checkpoint - a checkpoint file, or a directory holding checkpoint.safetensors.
    * @param options - what may change: iterations, checkpointDir (default: the checkpoint's
-   *   directory), checkpointEvery, validateEvery, validateSamples, logEvery, device, threads; and
-   *   config, an expectation: an Error names every field where the checkpoint differs.
+   *   directory), checkpointEvery, validateEvery, validateSamples, logEvery, precision, device,
+   *   threads; and config, an expectation: an Error names every field where the checkpoint
+   *   differs.
    * @throws Error "<file>: no such file", "<file>: not a safl checkpoint (…)", "<file>: the
    *   checkpoint is of another configuration (<field> is <a> in the checkpoint but <b> in this
    *   run; …)"; TypeError / RangeError for a bad option.
@@ -643,15 +664,15 @@ export class Trainer {
     const file = await checkpointFile(checkpoint);
     const bytes = await readFileBytes(file);
     const { config, charset, state } = readCheckpointMetadata(bytes, file);
-    const { addon, device: runsOn } = nativeAddon(device);
+    const overrides = withoutUndefined(raw, ['config', 'device', 'threads']);
+    const run = resolveOptions({ ...state.run, checkpointDir: path.dirname(file), ...overrides }, state.run.seed);
+    const { addon, device: runsOn } = nativeAddon(device, run.precision);
     if (raw.config !== undefined) {
       const expected = JSON.parse(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
       expected.dropout = shortestFloat32(expected.dropout);
       const differences = configDifferences(config, expected);
       if (differences !== '') throw new Error(`${file}: the checkpoint is of another configuration (${differences})`);
     }
-    const overrides = withoutUndefined(raw, ['config', 'device', 'threads']);
-    const run = resolveOptions({ ...state.run, checkpointDir: path.dirname(file), ...overrides }, state.run.seed);
     const native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
     try {
       await native.load(bytes, file);
@@ -904,7 +925,7 @@ export class Trainer {
 
   /**
    * The summary stored in model files: loss (and γ, α for focal loss), optimizer, learning-rate
-   * schedule, steps, batch size, seed, data sources, skipped steps and samples, time, notes, and
+   * schedule, steps, batch size, seed, precision of the products, data sources, skipped steps and samples, time, notes, and
    * `metrics` (the latest loss, token accuracy and validation) when given.
    */
   trainingSummary(metrics: Record<string, unknown> = {}): Record<string, unknown> {
@@ -918,6 +939,7 @@ export class Trainer {
       iterations: o.iterations,
       batchSize: o.batchSize,
       seed: o.seed,
+      precision: o.precision,
       sources: this.#sourcesRecord,
       skipped: this.#counts,
       started: this.#started,
@@ -979,7 +1001,7 @@ export class Trainer {
     };
   }
 
-  #stepOptions(lr: number, step: number): Record<string, number | boolean> {
+  #stepOptions(lr: number, step: number): Record<string, number | boolean | string> {
     const o = this.options;
     const focal = o.loss === 'focal';
     return {
@@ -993,6 +1015,7 @@ export class Trainer {
       weightDecay: o.weightDecay,
       decoupled: o.optimizer === 'adamw',
       maxNorm: o.clip,
+      precision: o.precision,
     };
   }
 

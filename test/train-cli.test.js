@@ -72,7 +72,7 @@ describe('safl train', () => {
     assert.equal(code, 0);
     assert.equal(stdout, TRAIN_HELP);
     for (const flag of ['--config', '--data', '--val', '--iterations', '--batch-size', '--lr', '--schedule', '--warmup', '--loss', '--gamma', '--alpha',
-      '--seed', '--device', '--threads', '--checkpoint-dir', '--checkpoint-every', '--validate-every', '--resume', '--long-labels', '--unknown-chars']) {
+      '--seed', '--device', '--threads', '--precision', '--checkpoint-dir', '--checkpoint-every', '--validate-every', '--resume', '--long-labels', '--unknown-chars']) {
       assert.ok(stdout.includes(flag), flag);
     }
   });
@@ -143,6 +143,7 @@ describe('safl train', () => {
       [['--gamma=-2'], 'safl: Expected a number between 0 and 100 for --gamma but received -2'],
       [['--iterations', '0'], 'safl: Expected an integer between 1 and 1000000000 for --iterations but received 0'],
       [['--device', 'tpu'], "safl: Expected 'auto', 'cpu' or 'cuda' for --device but received 'tpu'"],
+      [['--precision', 'half'], "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'"],
       [['--config', 'huge.json'], 'safl: --config: expected tiny, base or a JSON file, but huge.json: no such file'],
       [['--data', '/nonexistent/set'], 'safl: /nonexistent/set: no such file or directory'],
     ];

@@ -6,7 +6,8 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { Recognizer } = require('..');
+const safl = require('..');
+const { Recognizer } = safl;
 const { Trainer, learningRate, CHECKPOINT_FORMAT, MAX_CONSECUTIVE_SKIPS } = require('../dist/trainer.js');
 const { loadCpuAddon } = require('../dist/native.js');
 const { WORD_CHARSET, drawWord, wordSource } = require('./helpers/words.js');
@@ -198,8 +199,8 @@ describe('Trainer', () => {
       const trainer = await micro({ iterations: 50000, warmup: undefined, lr: undefined, batchSize: undefined });
       const o = trainer.options;
       assert.deepEqual(
-        [o.batchSize, o.lr, o.schedule, o.warmup, o.loss, o.gamma, o.alpha, o.optimizer, o.beta1, o.beta2, o.eps, o.weightDecay, o.clip],
-        [64, 1e-3, 'inverse-sqrt', 1000, 'focal', 2, 1, 'adam', 0.9, 0.98, 1e-9, 0, 5],
+        [o.batchSize, o.lr, o.schedule, o.warmup, o.loss, o.gamma, o.alpha, o.optimizer, o.beta1, o.beta2, o.eps, o.weightDecay, o.clip, o.precision],
+        [64, 1e-3, 'inverse-sqrt', 1000, 'focal', 2, 1, 'adam', 0.9, 0.98, 1e-9, 0, 5, 'float32'],
       );
       await trainer.close();
       const short = await micro({ iterations: 300, warmup: undefined });
@@ -220,6 +221,32 @@ describe('Trainer', () => {
       assert.equal(recognizer.training.gamma, undefined);
       assert.deepEqual(recognizer.training.optimizer, { name: 'adamw', beta1: 0.9, beta2: 0.98, eps: 1e-9, weightDecay: 0.01, clip: 5 });
       await recognizer.close();
+    });
+
+    it("precision 'bfloat16' trains close to float32, is recorded, and may change on resume", async () => {
+      const runs = {};
+      for (const precision of ['float32', 'bfloat16']) {
+        const dir = tempDir(`precision-${precision}`);
+        const trainer = await micro({ iterations: 4, precision, checkpointDir: dir });
+        assert.equal(trainer.options.precision, precision);
+        const losses = [];
+        const result = await trainer.train({ sources: [wordSource(WORDS, 16)], onStep: (s) => losses.push(s.loss) });
+        await trainer.close();
+        runs[precision] = { dir, losses, model: result.model };
+      }
+      // The same data and seed: where the CPU has no AMX nothing changes; with it, the rounding of the
+      // products' operands moves the losses a little.
+      const [exact, fast] = [runs.float32.losses, runs.bfloat16.losses];
+      if (!safl.info().bfloat16Matmul) assert.deepEqual(fast, exact);
+      fast.forEach((loss, i) => assert.ok(Math.abs(loss - exact[i]) < 0.02 * exact[i], `step ${i + 1}: ${loss} vs ${exact[i]}`));
+      const recognizer = await Recognizer.load(runs.bfloat16.model);
+      assert.equal(recognizer.training.precision, 'bfloat16');
+      await recognizer.close();
+      const resumed = await Trainer.resume(runs.bfloat16.dir, { iterations: 6, precision: 'float32' });
+      assert.equal(resumed.options.precision, 'float32');
+      await resumed.train({ sources: [wordSource(WORDS, 16)] });
+      assert.equal(resumed.trainingSummary().precision, 'float32');
+      await resumed.close();
     });
 
     it('skips samples whose labels it cannot learn, counts them, or maps unknown characters to UNK', async () => {
@@ -296,7 +323,7 @@ describe('Trainer', () => {
       targets[0] = 0;
       targets[1] = WORD_CHARSET.length;
       targets[7] = WORD_CHARSET.length;
-      const options = { gamma: 2, alpha: 1, dropoutSeed: 1, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-9, weightDecay: 0, decoupled: false, maxNorm: 5 };
+      const options = { gamma: 2, alpha: 1, dropoutSeed: 1, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-9, weightDecay: 0, decoupled: false, maxNorm: 5, precision: 'float32' };
       const ok = await native.step(images, targets, B, options);
       assert.equal(ok.skipped, false);
       assert.equal(ok.tokens, 3);
@@ -364,6 +391,7 @@ describe('Trainer', () => {
         [{ seed: -1 }, RangeError, 'Expected an integer between 0 and 9007199254740991 for seed but received -1'],
         [{ config: 'huge' }, RangeError, "Expected 'tiny' or 'base' for config but received 'huge'"],
         [{ device: 'tpu' }, RangeError, "Expected 'auto', 'cpu' or 'cuda' for device but received 'tpu'"],
+        [{ precision: 'float16' }, RangeError, "Expected 'float32' or 'bfloat16' for precision but received 'float16'"],
       ];
       for (const [options, type, message] of cases) {
         await assert.rejects(micro(options), (err) => {

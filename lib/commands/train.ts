@@ -4,7 +4,8 @@
 //
 // Note [what --resume keeps]: a resumed run takes the model, charset and every training option
 // from its checkpoint, so that it continues the same curve. Only what does not change the curve may
-// be given again (iterations, where and how often to write, validation, device, threads); --config,
+// be given again (iterations, where and how often to write, validation, device, threads, and the
+// precision of the products, which only changes their rounding); --config,
 // when given, must match the checkpoint's. The data specs are stored in the checkpoint (as notes)
 // and reused when --data is not given.
 import { readFile } from 'node:fs/promises';
@@ -49,6 +50,9 @@ Training:
   --weight-decay X        0-1 (default: 0)
   --clip X                clip the global gradient norm to X; 0 turns it off (default: 5)
   --seed N                seed of the initialisation, the data order and dropout (default: 0)
+  --precision P           float32 (default) or bfloat16: mixed precision, the matrix products'
+                          operands rounded to bfloat16 on CPUs with AMX (elsewhere no change);
+                          weights, optimizer, batch norm and loss stay float32
 
 Run:
   --checkpoint-dir DIR    where checkpoint.safetensors, model.safetensors and metrics.jsonl go
@@ -61,8 +65,9 @@ Run:
   --resume CHECKPOINT     continue the run of a checkpoint file (or a directory holding
                           checkpoint.safetensors) where it stopped, with its model, charset and
                           training options; --iterations, --checkpoint-dir, --checkpoint-every,
-                          --validate-every, --val-samples, --log-every, --data, --val, --device
-                          and --threads may be given again; --config, if given, must match
+                          --validate-every, --val-samples, --log-every, --data, --val,
+                          --precision, --device and --threads may be given again; --config, if
+                          given, must match
   --device D              auto, cpu or cuda (default: auto)
   --threads N             size of the native thread pool, 1-1024 (default: hardware threads)
   -h, --help              show this help
@@ -188,6 +193,7 @@ const FLAGS: Record<string, string> = {
   clip: '--clip', unknownChars: '--unknown-chars', longLabels: '--long-labels', checkpointDir: '--checkpoint-dir',
   checkpointEvery: '--checkpoint-every', validateEvery: '--validate-every', validateSamples: '--val-samples',
   logEvery: '--log-every', charset: '--charset', seed: '--seed', device: '--device', threads: '--threads',
+  precision: '--precision',
 };
 
 /** Option errors of the Trainer ("… for lr but …") rewritten with the flag ("… for --lr but …"). */
@@ -233,6 +239,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       'validate-every': { type: 'string' },
       'log-every': { type: 'string' },
       resume: { type: 'string' },
+      precision: { type: 'string' },
       device: { type: 'string' },
       threads: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -257,6 +264,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     validateEvery: int('validate-every', 1, 1e9),
     validateSamples: int('val-samples', 1, 1e9),
     logEvery: int('log-every', 1, 1e9),
+    precision: values.precision === undefined ? undefined : check.oneOf(values.precision, '--precision', ['float32', 'bfloat16'] as const),
     device: values.device === undefined ? undefined : check.oneOf(values.device, '--device', ['auto', 'cpu', 'cuda'] as const),
     threads: int('threads', 1, 1024),
   };
@@ -324,7 +332,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       `safl train: ${trainer.step > 0 ? `resuming at step ${trainer.step}, ` : ''}${o.iterations} steps of ${o.batchSize} images, ` +
         `${o.loss}${o.loss === 'focal' ? ` (gamma ${o.gamma}, alpha ${o.alpha})` : ''}, ${o.optimizer} lr ${o.lr} ${o.schedule} ` +
         `(warm-up ${o.warmup}), data ${sources.map((s) => `${s.source.name}${sources.length > 1 ? `:${s.ratio}` : ''}`).join(' + ')}` +
-        `${validation ? `, validation ${validation.name}` : ''}; writing to ${o.checkpointDir}`,
+        `${validation ? `, validation ${validation.name}` : ''}${o.precision === 'bfloat16' ? ', bfloat16 products' : ''}; writing to ${o.checkpointDir}`,
     );
     const result = await trainer.train({
       sources,

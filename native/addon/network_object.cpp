@@ -169,7 +169,7 @@ Napi::Value recognize(const Napi::CallbackInfo& info, std::shared_ptr<NetworkHan
     const int64_t batch = read_integer(info[1], "batch", 1, kMaxBatch);
     const int64_t beam_width = read_integer(info[2], "beamWidth", 1, kMaxBeamWidth);
     auto images = read_float32(info[0], "images", size_t(batch * 3 * c.in_h * c.in_w));
-    const MatmulPrecision precision = read_precision(info[3]);
+    const MatmulPrecision precision = read_precision(info[3], "precision");
     handle->check_open(info.Env());
     return (new RecognizeWorker(info.Env(), std::move(handle), images, batch, beam_width, precision))->start();
   });
@@ -213,11 +213,11 @@ DType read_dtype(const Napi::Value& value) {
   throw_range_error(value.Env(), "'float32' or 'float16'", "dtype", value);
 }
 
-MatmulPrecision read_precision(const Napi::Value& value) {
-  const std::string name = read_string(value, "precision");
+MatmulPrecision read_precision(const Napi::Value& value, const char* option) {
+  const std::string name = read_string(value, option);
   if (name == "float32") return MatmulPrecision::Float32;
   if (name == "bfloat16") return MatmulPrecision::BFloat16;
-  throw_range_error(value.Env(), "'float32' or 'bfloat16'", "precision", value);
+  throw_range_error(value.Env(), "'float32' or 'bfloat16'", option, value);
 }
 
 std::map<std::string, std::string> read_metadata(const Napi::Value& value) {

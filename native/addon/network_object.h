@@ -257,8 +257,8 @@ class HeldArray {
 
 // save()'s dtype: 'float32' or 'float16' (RangeError otherwise).
 DType read_dtype(const Napi::Value& value);
-// recognize()'s precision of the matrix products: 'float32' or 'bfloat16' (RangeError otherwise).
-MatmulPrecision read_precision(const Napi::Value& value);
+// A precision of the matrix products: 'float32' or 'bfloat16' (RangeError otherwise, naming `option`).
+MatmulPrecision read_precision(const Napi::Value& value, const char* option);
 // save()'s metadata: an object of strings (TypeError otherwise).
 std::map<std::string, std::string> read_metadata(const Napi::Value& value);
 // A Buffer or Uint8Array (TypeError otherwise).

@@ -12,7 +12,8 @@
 //   trainer.close()                                                   frees the network's memory
 //
 // step() is one training step in one call: the training forward (batch norm on batch statistics,
-// dropout seeded by options.dropoutSeed) and backward with the focal loss (gamma, alpha; gamma 0
+// dropout seeded by options.dropoutSeed) and backward, their matrix products in options.precision
+// ('float32' or 'bfloat16', common/matmul_precision.h), with the focal loss (gamma, alpha; gamma 0
 // and alpha 1 is cross-entropy), the global gradient norm, the clip factor (options.maxNorm; 0
 // turns clipping off), and Adam or AdamW (options.decoupled) with the learning rate lr for this
 // step (the schedule lives in lib/trainer.ts). `correct` counts the non-PAD target tokens the
@@ -247,6 +248,7 @@ struct StepOptions {
   uint64_t dropout_seed;
   AdamOptions adam;
   float max_norm;  // 0: no clipping
+  MatmulPrecision precision;  // of forward and backward's matrix products
 };
 
 class StepWorker : public PromiseWorker {
@@ -264,8 +266,11 @@ class StepWorker : public PromiseWorker {
     for (int64_t i = 0; i < batch_ * T; ++i) tokens_ += targets_.data()[i] != pad;
     // Note [skipped steps leave the state unchanged].
     const std::vector<float> running_stats = copy_running_stats(lock, state_);
-    loss_ = lock.running().forward_backward(images_.data(), targets_.data(), batch_, options_.gamma, options_.alpha,
-                                            options_.dropout_seed, &correct_);
+    {
+      const MatmulPrecisionScope precision(options_.precision);  // the CPU's products; CUDA ignores it
+      loss_ = lock.running().forward_backward(images_.data(), targets_.data(), batch_, options_.gamma, options_.alpha,
+                                              options_.dropout_seed, &correct_);
+    }
     if (std::isfinite(loss_)) grad_norm_ = gradient_norm(lock, state_);
     if (!std::isfinite(loss_) || !std::isfinite(grad_norm_)) {
       restore_running_stats(lock, state_, running_stats);
@@ -323,6 +328,7 @@ Napi::Value NativeTrainer::Step(const Napi::CallbackInfo& info) {
     options.adam.weight_decay = float(read_number(o, "weightDecay", 0, 1e3));
     options.adam.decoupled_weight_decay = read_boolean(o.Get("decoupled"), "options.decoupled");
     options.max_norm = float(read_number(o, "maxNorm", 0, 1e9));
+    options.precision = read_precision(o.Get("precision"), "options.precision");
     state_->handle.check_open(env);
     return (new StepWorker(env, state_, images, targets, batch, options))->start();
   });
