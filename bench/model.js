@@ -9,9 +9,9 @@
 //                       [--python /usr/bin/python3]
 //
 // Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
-// + Adam). Precisions: of safl's matrix products in greedy and forward (common/matmul_precision.h;
-// default float32 only); the table shows the one the products really used (bfloat16 needs AMX).
-// The peer always runs float32. Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
+// + Adam). Precisions: of safl's matrix products (common/matmul_precision.h; default float32
+// only); the table shows the one the products really used (bfloat16 needs AMX). The peer always
+// runs float32. Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
 // Debian's python3-torch.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -97,8 +97,7 @@ for (const config of values.configs.split(',')) {
   for (const batch of values.batches.split(',').map(Number)) {
     const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON for this (config, batch)
     for (const mode of values.modes.split(',')) {
-      // Training always multiplies in float32: one row.
-      for (const precision of mode === 'train' ? ['float32'] : precisions) {
+      for (const precision of precisions) {
         const s = safl(config, batch, mode, values.threads, precision);
         const peerMode = mode === 'train' ? 'train' : 'infer';
         if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, peerRun(config, batch, peerMode, values.threads));

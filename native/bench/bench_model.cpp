@@ -6,9 +6,9 @@
 //   safl_bench_model --config tiny|base --batch 64 --mode greedy|forward|train [--threads 2] [--steps 5]
 //                    [--precision float32|bfloat16]
 //
-// --precision bfloat16 runs greedy and forward under MatmulPrecision::BFloat16, as
-// Recognizer.load(model, { precision: 'bfloat16' }) does (common/matmul_precision.h); training
-// always multiplies in float32. The JSON says which precision the products really used.
+// --precision bfloat16 runs the mode under MatmulPrecision::BFloat16 (common/matmul_precision.h),
+// as Recognizer.load(model, { precision: 'bfloat16' }) and safl train --precision bfloat16 do. The
+// JSON says which precision the products really used.
 //
 // Note [EOS suppressed]: a freshly initialised network may emit EOS at any step, which would
 // make greedy decoding stop early and look faster than it is. The benchmark sets the classifier's
@@ -93,9 +93,6 @@ int main(int argc, char** argv) {
     std::vector<float> m(size_t(P), 0.0f), v(size_t(P), 0.0f);
     int64_t step = 0;
 
-    if (a.precision == safl::MatmulPrecision::BFloat16 && a.mode == "train") {
-      throw safl::Error(safl::ErrorKind::Range, "--precision bfloat16 is for greedy and forward: training multiplies in float32");
-    }
     const safl::MatmulPrecisionScope precision(a.precision);
     // What the products really use: bfloat16 only where the CPU has AMX.
     const bool bfloat16_used = a.precision == safl::MatmulPrecision::BFloat16 && safl::bfloat16_matmul_available();
