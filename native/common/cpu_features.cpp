@@ -48,7 +48,7 @@ std::atomic<int>& current_level() {
 // on for every thread of the process, now and later (Linux 5.16+). Without it the first tile
 // instruction would kill the process with SIGILL, so nothing uses AMX unless this succeeded.
 bool detect_amx_bf16() {
-#if defined(__linux__) && defined(__x86_64__)
+#if defined(__linux__) && SAFL_AMX_KERNELS
   __builtin_cpu_init();
   unsigned eax, ebx, ecx, edx;
   if (__get_cpuid_max(0, nullptr) < 7) return false;

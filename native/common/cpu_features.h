@@ -16,9 +16,20 @@ void set_simd_level(SimdLevel level);
 // "generic", "avx2" (AVX2 + FMA) or "avx512" (AVX-512 F).
 const char* simd_level_name(SimdLevel level);
 
+// Whether this build has the AMX kernels (native/cpu/gemm_kernel_amx.cpp): x86-64 with a compiler
+// that knows the AMX intrinsics (GCC 11+, Clang 12+). Older compilers build without them, and
+// bfloat16 products then stay float32.
+#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) || \
+                            (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define SAFL_AMX_KERNELS 1
+#else
+#define SAFL_AMX_KERNELS 0
+#endif
+
 // Whether this CPU multiplies bfloat16 matrices in its AMX tile unit (AMX-TILE, AMX-BF16 and
 // AVX512-BF16) and the OS lets this process use the tile registers (on Linux the first call asks
-// for them with arch_prctl; elsewhere false). Independent of simd_level().
+// for them with arch_prctl; elsewhere false), and this build has the AMX kernels. Independent of
+// simd_level().
 bool amx_bf16_supported();
 
 }  // namespace safl

@@ -19,7 +19,9 @@
 // ops/gemm.h is the same in plain C++).
 #include "cpu/gemm_kernels.h"
 
-#if defined(__x86_64__)
+#include "common/cpu_features.h"
+
+#if SAFL_AMX_KERNELS
 #include <immintrin.h>
 
 #include <cstring>
