@@ -16,7 +16,10 @@
 // threads would share the cores with them, so the benchmark pauses after every OpenBLAS sample.
 //
 //   safl_bench_gemm [--threads N (2)] [--samples S (7)] [--simd generic|avx2|avx512]
-//                   [--only substring]
+//                   [--precision float32|bfloat16] [--only substring]
+//
+// --precision bfloat16 times safl's products under MatmulPrecision::BFloat16 (AMX tiles, where
+// the CPU has them) against OpenBLAS's float32 ones; %peak stays relative to the float32 FMA rate.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "common/cpu_features.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "ops/gemm.h"
 
@@ -176,6 +180,7 @@ struct Result {
 int main(int argc, char** argv) {
   int threads = 2, samples = 7;
   std::string only, simd;
+  safl::MatmulPrecision precision = safl::MatmulPrecision::Float32;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -189,8 +194,14 @@ int main(int argc, char** argv) {
                                                  std::string(argv[i + 1]) == "avx2" ||
                                                  std::string(argv[i + 1]) == "avx512")) {
       simd = argv[++i];
+    } else if (arg == "--precision" && has_value && (std::string(argv[i + 1]) == "float32" ||
+                                                      std::string(argv[i + 1]) == "bfloat16")) {
+      precision = std::string(argv[++i]) == "bfloat16" ? safl::MatmulPrecision::BFloat16 : safl::MatmulPrecision::Float32;
     } else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--samples S] [--simd generic|avx2|avx512] [--only substring]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--threads N] [--samples S] [--simd generic|avx2|avx512] [--precision float32|bfloat16] "
+                   "[--only substring]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -215,6 +226,8 @@ int main(int argc, char** argv) {
   // The peak is re-measured before every shape and the best value kept: a loaded machine only
   // ever makes it look lower.
   double peak = best_peak_gflops();
+  const safl::MatmulPrecisionScope precision_scope(precision);
+  const bool bfloat16_used = precision == safl::MatmulPrecision::BFloat16 && safl::bfloat16_matmul_available();
 
   std::vector<Result> results;
   for (const Shape& s : kShapes) {
@@ -247,8 +260,8 @@ int main(int argc, char** argv) {
                        with_openblas ? median(ratios) : 0.0});
   }
 
-  std::printf("sgemm, %d threads, SIMD %s, %d alternating samples per shape (each >= 20 ms)\n",
-              threads, safl::simd_level_name(safl::simd_level()), samples);
+  std::printf("sgemm, %d threads, SIMD %s, safl's products in %s, %d alternating samples per shape (each >= 20 ms)\n",
+              threads, safl::simd_level_name(safl::simd_level()), bfloat16_used ? "bfloat16 (AMX)" : "float32", samples);
   std::printf("GFLOP/s: median over samples; ratio: median of the per-sample ratios safl / OpenBLAS\n");
   if (peak > 0.0) {
     std::printf("peak %.0f GFLOP/s: best FMA-loop rate at this SIMD width on %d threads\n", peak, threads);
