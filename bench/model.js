@@ -97,6 +97,10 @@ for (const config of values.configs.split(',')) {
   for (const batch of values.batches.split(',').map(Number)) {
     const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON for this (config, batch)
     for (const mode of values.modes.split(',')) {
+      if (mode === 'train' && batch < 2) {
+        process.stderr.write(`${config} b${batch} train: skipped (training needs a batch of at least 2 for batch norm)\n`);
+        continue;
+      }
       for (const precision of precisions) {
         const s = safl(config, batch, mode, values.threads, precision);
         const peerMode = mode === 'train' ? 'train' : 'infer';
