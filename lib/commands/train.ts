@@ -52,7 +52,8 @@ Training:
   --seed N                seed of the initialisation, the data order and dropout (default: 0)
   --precision P           float32 (default) or bfloat16: mixed precision, the matrix products'
                           operands rounded to bfloat16 on CPUs with AMX (elsewhere no change);
-                          weights, optimizer, batch norm and loss stay float32
+                          weights, optimizer, batch norm and loss stay float32. Faster steps,
+                          but so far less learnt per step (README, Training)
 
 Run:
   --checkpoint-dir DIR    where checkpoint.safetensors, model.safetensors and metrics.jsonl go
