@@ -10,6 +10,7 @@ import { evalCommand } from './commands/eval.js';
 import { synthCommand } from './commands/synth.js';
 import { trainCommand } from './commands/train.js';
 import { info, setThreads } from './index.js';
+import { PRECISIONS } from './native.js';
 import { Recognizer, defaultModelPath, type RecognitionResult } from './recognizer.js';
 import * as check from './validate.js';
 
@@ -272,7 +273,7 @@ async function recognizeCommand(argv: string[]): Promise<number> {
   const batchSize = values['batch-size'] === undefined ? 32 : check.integerText(values['batch-size'], '--batch-size', 1, 1024);
   const threads = values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024);
   const beamWidth = values['beam-width'] === undefined ? 1 : check.integerText(values['beam-width'], '--beam-width', 1, 64);
-  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', ['float32', 'bfloat16']);
+  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS);
   const format = values.format === undefined ? 'text' : check.oneOf(values.format, '--format', ['text', 'tsv', 'json', 'jsonl']);
   if (values.model === undefined && !existsSync(defaultModelPath())) {
     throw new Error(`no default model is installed (expected ${defaultModelPath()}); pass one with --model FILE`);

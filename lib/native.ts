@@ -19,8 +19,16 @@ export interface CudaInfo {
   name?: string;
 }
 
-/** The precision of the CPU's matrix products ({@link RecognizerOptions.precision}, TrainOptions.precision). */
-export type Precision = 'float32' | 'bfloat16';
+/** The precisions of the CPU's matrix products (RecognizerOptions.precision, TrainOptions.precision). */
+export const PRECISIONS = ['float32', 'bfloat16'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
+/** Throws for a precision the device cannot run: the CUDA kernels multiply in float32 only. */
+export function checkPrecisionOn(device: 'cpu' | 'cuda', precision: Precision): void {
+  if (device === 'cuda' && precision !== 'float32') {
+    throw new Error(`device 'cuda' multiplies in float32 only: precision '${precision}' needs device 'cpu'`);
+  }
+}
 
 export interface AddonInfo {
   backends: Array<'cpu' | 'cuda'>;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
 import { checkInput, decodeImage, toTensor, type CheckedInput, type ImageInput } from './image.js';
 import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { addonFor, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
+import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -127,7 +127,6 @@ class Queue<T> {
 
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 const DTYPES = ['float32', 'float16'] as const;
-const PRECISIONS = ['float32', 'bfloat16'] as const;
 const PRESETS = ['tiny', 'base'] as const;
 const CLOSED = 'the recognizer is closed';
 const constructing = Symbol('Recognizer');
@@ -168,9 +167,7 @@ function nativeModelClass(options: CheckedOptions): { NativeModel: NativeModelCl
   if (chosen.device === 'cuda' && options.beamWidth > 1) {
     throw new Error(`device 'cuda' decodes greedily only: beamWidth ${options.beamWidth} needs device 'cpu' (or 'auto', which picks it)`);
   }
-  if (chosen.device === 'cuda' && options.precision !== 'float32') {
-    throw new Error(`device 'cuda' multiplies in float32 only: precision '${options.precision}' needs device 'cpu'`);
-  }
+  checkPrecisionOn(chosen.device, options.precision);
   return { NativeModel: (chosen.addon as unknown as { NativeModel: NativeModelClass }).NativeModel, device: chosen.device };
 }
 

@@ -32,7 +32,7 @@ import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
 import { encodeMetadata, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { addonFor, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
+import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -218,7 +218,6 @@ const MAX_CONSECUTIVE_BAD_SAMPLES = 1000;
 const WARNINGS_PER_KIND = 5;
 
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
-const PRECISIONS = ['float32', 'bfloat16'] as const;
 const PRESETS = ['tiny', 'base'] as const;
 const SCHEDULES = ['inverse-sqrt', 'cosine', 'constant'] as const;
 const LOSSES = ['focal', 'cross-entropy'] as const;
@@ -261,9 +260,7 @@ interface NativeAddon {
 /** The addon that runs `device` ('auto' resolved); device 'cuda' refuses bfloat16 products. */
 function nativeAddon(device: Device, precision: Precision): { addon: NativeAddon; device: 'cpu' | 'cuda' } {
   const chosen = addonFor(device);
-  if (chosen.device === 'cuda' && precision !== 'float32') {
-    throw new Error(`device 'cuda' multiplies in float32 only: precision '${precision}' needs device 'cpu'`);
-  }
+  checkPrecisionOn(chosen.device, precision);
   return { addon: chosen.addon as unknown as NativeAddon, device: chosen.device };
 }
 

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { openSource } from '../data/index.js';
 import { DatasetScore, accuracy, weightedAverage, type Score } from '../data/metrics.js';
 import type { DataSource } from '../data/source.js';
+import { PRECISIONS } from '../native.js';
 import { Recognizer } from '../recognizer.js';
 import * as check from '../validate.js';
 
@@ -237,7 +238,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const batchSize = values['batch-size'] === undefined ? 32 : check.integerText(values['batch-size'], '--batch-size', 1, 1024);
   const threads = values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024);
   const beamWidth = values['beam-width'] === undefined ? 1 : check.integerText(values['beam-width'], '--beam-width', 1, 64);
-  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', ['float32', 'bfloat16']);
+  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS);
   const limit = values.limit === undefined ? Infinity : check.integerText(values.limit, '--limit', 1, Number.MAX_SAFE_INTEGER);
   const format = values.format === undefined ? 'text' : check.oneOf(values.format, '--format', ['text', 'json']);
   if (positionals.length < 2) {

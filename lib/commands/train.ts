@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { openSource, parseSourceSpec } from '../data/index.js';
 import type { DataSource } from '../data/source.js';
+import { PRECISIONS } from '../native.js';
 import { Trainer, type StepReport, type TrainerCreateOptions, type ValidationReport } from '../trainer.js';
 import * as check from '../validate.js';
 
@@ -265,7 +266,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     validateEvery: int('validate-every', 1, 1e9),
     validateSamples: int('val-samples', 1, 1e9),
     logEvery: int('log-every', 1, 1e9),
-    precision: values.precision === undefined ? undefined : check.oneOf(values.precision, '--precision', ['float32', 'bfloat16'] as const),
+    precision: values.precision === undefined ? undefined : check.oneOf(values.precision, '--precision', PRECISIONS),
     device: values.device === undefined ? undefined : check.oneOf(values.device, '--device', ['auto', 'cpu', 'cuda'] as const),
     threads: int('threads', 1, 1024),
   };

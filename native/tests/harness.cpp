@@ -11,6 +11,7 @@
 #endif
 
 #include "common/cpu_features.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 
 namespace safl::test {
@@ -61,6 +62,12 @@ void expect_near(double actual, double expected, double tol, const char* what, c
 void skip(const std::string& reason) {
   g_skipped = true;
   std::printf("    skipped: %s\n", reason.c_str());
+}
+
+bool skip_without_bfloat16_products() {
+  if (bfloat16_matmul_available()) return false;
+  skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
+  return true;
 }
 
 uint64_t Rng::next() {  // splitmix64

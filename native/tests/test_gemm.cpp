@@ -222,10 +222,7 @@ SAFL_TEST(sgemm_argument_errors) {
 }
 
 SAFL_TEST(sgemm_bfloat16_matches_the_reference_of_rounded_operands) {
-  if (!safl::bfloat16_matmul_available()) {
-    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
-    return;
-  }
+  if (safl::test::skip_without_bfloat16_products()) return;
   // Around the 32 × 32 tile and its 16-row and 16-column halves, k blocks of 32, and across the
   // depth (384), column (672) and row (1536) blocks and the thread split.
   const int64_t sizes[][3] = {{1, 1, 1},    {2, 3, 1},     {5, 7, 3},     {16, 16, 32}, {17, 33, 31},
@@ -243,10 +240,7 @@ SAFL_TEST(sgemm_bfloat16_matches_the_reference_of_rounded_operands) {
 }
 
 SAFL_TEST(sgemm_bfloat16_rounds_like_the_hardware_and_only_when_asked) {
-  if (!safl::bfloat16_matmul_available()) {
-    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
-    return;
-  }
+  if (safl::test::skip_without_bfloat16_products()) return;
   // C = A · 1 with K = 1 gives the rounded A itself: ties to even, subnormals to zero, infinity,
   // overflow to infinity. The hardware conversion (VCVTNE2PS2BF16) rounds A, stored either way,
   // and bfloat16_round, the references' rounding, must give the same values exactly.

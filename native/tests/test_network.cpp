@@ -655,10 +655,7 @@ SAFL_TEST(network_bfloat16_inference_stays_close_to_float32) {
   // decoding gave the same tokens with character probabilities within 0.0015, when this test was
   // written. A product that skipped the rounding of one operand or read a wrong panel moves them by
   // orders of magnitude more; the tolerances leave a wide margin for other seeds and CPUs.
-  if (!safl::bfloat16_matmul_available()) {
-    safl::test::skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
-    return;
-  }
+  if (safl::test::skip_without_bfloat16_products()) return;
   const Config c = safl::model::preset("tiny", 97);
   const int64_t B = 4, T = c.tgt_len();
   std::vector<int32_t> targets(B * T, int32_t(c.pad()));
