@@ -131,32 +131,42 @@ struct Product {
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
-// C[m0:m1, n0:n1] of the product, blocked and packed as in the file header.
-void multiply_block(const GemmKernels& kernels, const Product& p, int64_t m0, int64_t m1,
-                    int64_t n0, int64_t n1) {
+// Floats a panel gives each of its rows (A) or columns (B) for depth kc (gemm_kernels.h).
+int64_t panel_floats(const GemmKernels& kernels, int64_t kc) {
+  return round_up(kc, kernels.k_align) / kernels.values_per_float;
+}
+
+// C[m0:m1, n0:n1] of the product, blocked and packed as in the file header; op(B)'s panels come
+// from b_prepacked when it is given (Note [packed B] in ops/gemm.h).
+void multiply_block(const GemmKernels& kernels, const Product& p, const PackedB* b_prepacked, int64_t m0,
+                    int64_t m1, int64_t n0, int64_t n1) {
   thread_local PackBuffer a_buffer, b_buffer;
   const int64_t mr = kernels.mr, nr = kernels.nr;
-  // Floats a panel gives each of its rows (A) or columns (B) for depth kc (gemm_kernels.h).
-  const auto panel_floats = [&](int64_t kc) { return round_up(kc, kernels.k_align) / kernels.values_per_float; };
   const int64_t kc_max = std::min(kKC, p.K);
-  float* a_packed = a_buffer.get(size_t(round_up(std::min(kMC, m1 - m0), mr) * panel_floats(kc_max)));
-  float* b_packed = b_buffer.get(size_t(round_up(std::min(kNC, n1 - n0), nr) * panel_floats(kc_max)));
+  float* a_packed = a_buffer.get(size_t(round_up(std::min(kMC, m1 - m0), mr) * panel_floats(kernels, kc_max)));
+  float* b_packed =
+      b_prepacked ? nullptr : b_buffer.get(size_t(round_up(std::min(kNC, n1 - n0), nr) * panel_floats(kernels, kc_max)));
   if (kernels.enter != nullptr) kernels.enter();
   for (int64_t ic = m0; ic < m1; ic += kMC) {
     const int64_t mc = std::min(kMC, m1 - ic);
     for (int64_t pc = 0; pc < p.K; pc += kKC) {
       const int64_t kc = std::min(kKC, p.K - pc);
-      const int64_t kc_floats = panel_floats(kc);
+      const int64_t kc_floats = panel_floats(kernels, kc);
       const float beta = pc == 0 ? p.beta : 1.0f;
       kernels.pack_a(a_packed, p.A, p.lda, p.trans_a, ic, mc, pc, kc);
       for (int64_t jc = n0; jc < n1; jc += kNC) {
         const int64_t nc = std::min(kNC, n1 - jc);
-        kernels.pack_b(b_packed, p.B, p.ldb, p.trans_b, pc, kc, jc, nc);
+        const float* b_block = b_packed;
+        if (b_prepacked) {
+          b_block = b_prepacked->panels(pc / kKC, jc);
+        } else {
+          kernels.pack_b(b_packed, p.B, p.ldb, p.trans_b, pc, kc, jc, nc);
+        }
         for (int64_t ir = 0; ir < mc; ir += mr) {
           const int64_t rows = std::min(mr, mc - ir);
           float* c_row = p.C + (ic + ir) * p.ldc + jc;
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            kernels.micro_kernel(kc, a_packed + ir * kc_floats, b_packed + jr * kc_floats, c_row + jr,
+            kernels.micro_kernel(kc, a_packed + ir * kc_floats, b_block + jr * kc_floats, c_row + jr,
                                  p.ldc, rows, std::min(nr, nc - jr), p.alpha, beta);
           }
         }
@@ -170,8 +180,8 @@ struct Grid {
   int64_t rows = 1, cols = 1;
 };
 
-// See Note [how sgemm uses threads].
-Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int threads) {
+// See Note [how sgemm uses threads]. With b_prepacked, jobs do not pack B.
+Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int threads, bool b_prepacked) {
   const int64_t row_panels = (M + mr - 1) / mr, col_panels = (N + nr - 1) / nr;
   const double flops = 2.0 * double(M) * double(N) * double(K);
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, int64_t(flops / kMinFlopsPerTask)));
@@ -183,7 +193,7 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int th
     for (int64_t tn = 1; tm * tn <= max_jobs && tn <= col_panels; ++tn) {
       const double m = double((row_panels + tm - 1) / tm * mr);
       const double n = double((col_panels + tn - 1) / tn * nr);
-      const double repacks_of_b = std::ceil(m / double(kMC));
+      const double repacks_of_b = b_prepacked ? 0.0 : std::ceil(m / double(kMC));
       const double rounds = double((tm * tn + workers - 1) / workers);
       const double cost = rounds * (m * n * double(K) + kPackCost * double(K) * (m + n * repacks_of_b));
       if (cost < best_cost * 0.97 || (cost < best_cost * 1.03 && tm * tn > best.rows * best.cols)) {
@@ -209,22 +219,31 @@ void scale_c(float* C, int64_t ldc, int64_t M, int64_t N, float beta) {
 
 }  // namespace
 
-void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, const float* B,
-           int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+namespace {
+
+// Checks the arguments (ldb only when B is not packed) and handles the products that multiply
+// nothing; returns whether there is a product left to compute.
+bool check_product(float* C, int64_t ldc, int64_t lda, bool trans_a, const int64_t* ldb, bool trans_b, int64_t M,
+                   int64_t N, int64_t K, float alpha, float beta) {
   SAFL_CHECK_RANGE(M >= 0 && N >= 0 && K >= 0, "sgemm: expected M, N, K >= 0 but received ", M, ", ", N, ", ", K);
   SAFL_CHECK_RANGE(lda >= (trans_a ? M : K), "sgemm: expected lda >= ", trans_a ? "M" : "K",
                    " (", trans_a ? M : K, ") but received ", lda);
-  SAFL_CHECK_RANGE(ldb >= (trans_b ? K : N), "sgemm: expected ldb >= ", trans_b ? "K" : "N",
-                   " (", trans_b ? K : N, ") but received ", ldb);
+  if (ldb != nullptr)
+    SAFL_CHECK_RANGE(*ldb >= (trans_b ? K : N), "sgemm: expected ldb >= ", trans_b ? "K" : "N",
+                     " (", trans_b ? K : N, ") but received ", *ldb);
   SAFL_CHECK_RANGE(ldc >= N, "sgemm: expected ldc >= N (", N, ") but received ", ldc);
-  if (M == 0 || N == 0) return;
+  if (M == 0 || N == 0) return false;
   if (K == 0 || alpha == 0.0f) {
     scale_c(C, ldc, M, N, beta);
-    return;
+    return false;
   }
-  const GemmKernels& kernels = kernels_for_this_call();
-  const Product product{C, ldc, A, lda, trans_a, B, ldb, trans_b, K, alpha, beta};
-  const Grid grid = choose_grid(M, N, K, kernels.mr, kernels.nr, num_threads());
+  return true;
+}
+
+// Runs the product over the thread pool (Note [how sgemm uses threads]).
+void run_product(const GemmKernels& kernels, const Product& product, const PackedB* b_prepacked, int64_t M,
+                 int64_t N) {
+  const Grid grid = choose_grid(M, N, product.K, kernels.mr, kernels.nr, num_threads(), b_prepacked != nullptr);
   const int64_t row_panels = (M + kernels.mr - 1) / kernels.mr;
   const int64_t col_panels = (N + kernels.nr - 1) / kernels.nr;
   const int64_t jobs = grid.rows * grid.cols;
@@ -236,9 +255,66 @@ void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, con
       const int64_t m1 = std::min(M, row_panels * (gi + 1) / grid.rows * kernels.mr);
       const int64_t n0 = col_panels * gj / grid.cols * kernels.nr;
       const int64_t n1 = std::min(N, col_panels * (gj + 1) / grid.cols * kernels.nr);
-      if (m0 < m1 && n0 < n1) multiply_block(kernels, product, m0, m1, n0, n1);
+      if (m0 < m1 && n0 < n1) multiply_block(kernels, product, b_prepacked, m0, m1, n0, n1);
     }
   });
+}
+
+}  // namespace
+
+void sgemm(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, const float* B,
+           int64_t ldb, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  if (!check_product(C, ldc, lda, trans_a, &ldb, trans_b, M, N, K, alpha, beta)) return;
+  run_product(kernels_for_this_call(), Product{C, ldc, A, lda, trans_a, B, ldb, trans_b, K, alpha, beta}, nullptr,
+              M, N);
+}
+
+void PackedB::pack(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t N) {
+  SAFL_CHECK_RANGE(K >= 0 && N >= 0, "PackedB::pack: expected K, N >= 0 but received ", K, ", ", N);
+  SAFL_CHECK_RANGE(ldb >= (trans_b ? K : N), "PackedB::pack: expected ldb >= ", trans_b ? "K" : "N",
+                   " (", trans_b ? K : N, ") but received ", ldb);
+  const GemmKernels& kernels = kernels_for_this_call();
+  const int64_t nr = kernels.nr, columns = round_up(N, nr);
+  const int64_t blocks = (K + kKC - 1) / kKC;
+  K_ = K;
+  N_ = N;
+  nr_ = nr;
+  full_k_ = panel_floats(kernels, std::min(kKC, K));
+  last_k_ = panel_floats(kernels, K - std::max<int64_t>(0, blocks - 1) * kKC);
+  block_floats_ = columns * full_k_;
+  constexpr size_t kAlignFloats = 16;  // 64 bytes
+  const size_t floats = size_t(std::max<int64_t>(0, blocks - 1) * block_floats_ + columns * last_k_);
+  storage_.assign(floats + kAlignFloats, 0.0f);
+  offset_ = (kAlignFloats - (reinterpret_cast<uintptr_t>(storage_.data()) / sizeof(float)) % kAlignFloats) %
+            kAlignFloats;
+  kernels_ = &kernels;
+  // Each depth block packed as sgemm packs its column blocks, at the place panels() finds them.
+  parallel_for(0, blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pb = lo; pb < hi; ++pb) {
+      const int64_t pc = pb * kKC, kc = std::min(kKC, K - pc);
+      for (int64_t jc = 0; jc < N; jc += kNC)
+        kernels.pack_b(storage_.data() + panel_offset(pb, jc), B, ldb, trans_b, pc, kc, jc, std::min(kNC, N - jc));
+    }
+  });
+}
+
+bool PackedB::fits_this_call() const { return kernels_ == &kernels_for_this_call(); }
+
+size_t PackedB::panel_offset(int64_t pb, int64_t j) const {
+  const bool last = (pb + 1) * kKC >= K_;
+  return offset_ + size_t(pb * block_floats_ + j * (last ? last_k_ : full_k_));
+}
+
+const float* PackedB::panels(int64_t pb, int64_t j) const { return storage_.data() + panel_offset(pb, j); }
+
+void sgemm_packed_b(float* C, int64_t ldc, const float* A, int64_t lda, bool trans_a, const PackedB& B, int64_t M,
+                    float alpha, float beta) {
+  SAFL_CHECK(B.fits_this_call(), "sgemm_packed_b: B was packed for other kernels than this call runs ",
+             "(another SIMD level or matrix-product precision)");
+  const int64_t N = B.N(), K = B.K();
+  if (!check_product(C, ldc, lda, trans_a, nullptr, false, M, N, K, alpha, beta)) return;
+  run_product(kernels_for_this_call(), Product{C, ldc, A, lda, trans_a, nullptr, 0, false, K, alpha, beta}, &B, M,
+              N);
 }
 
 }  // namespace safl::cpu

@@ -150,6 +150,25 @@ void linear_forward_few_rows(float* out, const float* x, const float* weight, co
   });
 }
 
+// out = x · Wᵀ + b for more than kFewRows rows: the bias rows, then one sgemm adding the product
+// (from the packed weight when there is one).
+void linear_forward_rows(float* out, const float* x, const float* weight, const PackedB* weight_packed,
+                         const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
+  if (bias) {
+    parallel_for(0, N, 256, [&](int64_t lo, int64_t hi) {
+      for (int64_t n = lo; n < hi; ++n)
+        for (int64_t o = 0; o < out_features; ++o) out[n * out_features + o] = bias[o];
+    });
+  }
+  const float beta = bias ? 1.0f : 0.0f;
+  if (weight_packed) {
+    sgemm_packed_b(out, out_features, x, in_features, false, *weight_packed, N, 1.0f, beta);
+  } else {
+    sgemm(out, out_features, x, in_features, false, weight, in_features, true, N, out_features, in_features, 1.0f,
+          beta);
+  }
+}
+
 }  // namespace
 
 void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N,
@@ -160,14 +179,26 @@ void linear_forward(float* out, const float* x, const float* weight, const float
     linear_forward_few_rows(out, x, weight, bias, N, in_features, out_features);
     return;
   }
-  if (bias) {
-    parallel_for(0, N, 256, [&](int64_t lo, int64_t hi) {
-      for (int64_t n = lo; n < hi; ++n)
-        for (int64_t o = 0; o < out_features; ++o) out[n * out_features + o] = bias[o];
-    });
+  linear_forward_rows(out, x, weight, nullptr, bias, N, in_features, out_features);
+}
+
+void pack_linear_weight(PackedB& packed, const float* weight, int64_t in_features, int64_t out_features) {
+  check_sizes("pack_linear_weight", 0, in_features, out_features);
+  packed.pack(weight, in_features, true, in_features, out_features);
+}
+
+void linear_forward_packed(float* out, const float* x, const float* weight, const PackedB& weight_packed,
+                           const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
+  check_sizes("linear_forward_packed", N, in_features, out_features);
+  SAFL_CHECK_RANGE(weight_packed.K() == in_features && weight_packed.N() == out_features,
+                   "linear_forward_packed: expected a weight packed as (", in_features, ", ", out_features,
+                   ") but received (", weight_packed.K(), ", ", weight_packed.N(), ")");
+  if (N == 0 || out_features == 0) return;
+  if (N <= kFewRows) {
+    linear_forward_few_rows(out, x, weight, bias, N, in_features, out_features);
+    return;
   }
-  sgemm(out, out_features, x, in_features, false, weight, in_features, true, N, out_features,
-        in_features, 1.0f, bias ? 1.0f : 0.0f);
+  linear_forward_rows(out, x, weight, &weight_packed, bias, N, in_features, out_features);
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

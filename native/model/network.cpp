@@ -16,6 +16,16 @@
 // forward_backward came after the last inference call, which a training loop always does; writing
 // parameters between two inference calls without touching an accessor or training is not seen.
 //
+// Note [packed decoder weights]: decoding multiplies the decoder's weights at every step, and
+// sgemm packs each of them again each time. With bfloat16 products that packing also converts
+// them to bfloat16, the largest cost of a step at batch 64; recognition then keeps the decoder's
+// projection, FFN and classifier weights packed once (Note [packed B] in ops/gemm.h: half as many
+// bytes as the weights, read straight by the tile kernels). In float32 a packed copy was measured
+// no faster (the kernels then read the panels from memory instead of the freshly packed block
+// from L2) and would cost as much memory as the decoder, so float32 decoding packs per step and
+// keeps no copy. The packed weights go stale with the folded copy, and are packed again when the
+// kernels of the call change.
+//
 // Note [inference reuses one layer's buffers]: in inference the Transformer layers share one set
 // of activation buffers, and a layer's output buffer is also the next layer's input: a layer reads
 // its input only in its first sublayers (projection and first residual), before it writes its
@@ -27,6 +37,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "model/network_internal.h"
 #include "ops/activation.h"
 #include "ops/batchnorm.h"
@@ -201,6 +212,8 @@ struct Network::Impl {
   std::vector<float> params, grads, buffers;
   std::vector<float> folded;  // Note [folded inference copy]
   bool folded_stale = true;
+  net::PackedDecoder packed_decoder;  // Note [packed decoder weights]
+  bool packed_stale = true;
   std::vector<float> grid_matrix;  // (rect_h·rect_w, K)
   std::vector<float> positions;    // (max(S, tgt_len), d) sinusoid table
   net::Arena arena;
@@ -223,6 +236,38 @@ struct Network::Impl {
   }
 
   net::Weights weights() { return {params.data(), buffers.data(), folded.data()}; }
+
+  // Note [folded inference copy], Note [packed decoder weights].
+  void invalidate_inference_copies() { folded_stale = packed_stale = true; }
+
+  // The packed decoder weights for this call, or nullptr where decoding multiplies the stored
+  // weights (float32 products; the packed copy is then dropped).
+  const net::PackedDecoder* packed_decoder_for_this_call() {
+    net::PackedDecoder& pd = packed_decoder;
+    if (matmul_precision() != MatmulPrecision::BFloat16 || !bfloat16_matmul_available()) {
+      pd = net::PackedDecoder{};
+      return nullptr;
+    }
+    if (!packed_stale && pd.classifier.fits_this_call()) return &pd;
+    const float* P = params.data();
+    auto pack = [&](cpu::PackedB& packed, const net::LinearRef& r) {
+      cpu::pack_linear_weight(packed, P + r.weight, r.in, r.out);
+    };
+    pd.layers.resize(refs.decoder.size());
+    for (size_t l = 0; l < refs.decoder.size(); ++l) {
+      const net::DecoderLayerRef& r = refs.decoder[l];
+      net::PackedDecoderLayer& layer = pd.layers[l];
+      pack(layer.self_in_proj, r.self_in_proj);
+      pack(layer.self_out_proj, r.self_out_proj);
+      pack(layer.cross_q_proj, r.cross_q_proj);
+      pack(layer.cross_out_proj, r.cross_out_proj);
+      pack(layer.fc1, r.fc1);
+      pack(layer.fc2, r.fc2);
+    }
+    pack(pd.classifier, refs.classifier);
+    packed_stale = false;
+    return &pd;
+  }
 
   void ensure_folded() {
     if (!folded_stale) return;
@@ -316,7 +361,7 @@ struct Network::Impl {
 
   // Training-mode forward into p.logits (batch statistics, running statistics updated, dropout).
   void forward_train(TrainPlan& p, const float* images, const int32_t* targets, int64_t B, uint64_t seed) {
-    folded_stale = true;
+    invalidate_inference_copies();
     const int64_t S = config.seq_len(), T = config.tgt_len(), d = config.d_model;
     const float* P = params.data();
     const net::Dropout dropout{config.dropout, seed};
@@ -443,7 +488,7 @@ const Config& Network::config() const { return impl_->config; }
 const Layout& Network::layout() const { return impl_->layout; }
 
 float* Network::params() {
-  impl_->folded_stale = true;
+  impl_->invalidate_inference_copies();
   return impl_->params.data();
 }
 
@@ -457,7 +502,7 @@ float* Network::grads() {
 }
 
 float* Network::buffers() {
-  impl_->folded_stale = true;
+  impl_->invalidate_inference_copies();
   return impl_->buffers.data();
 }
 
@@ -479,7 +524,7 @@ float* Network::buffer(const std::string& name) {
 // Per tensor, by its role (its name and shape in the layout): see network.h.
 void Network::init_random(uint64_t seed) {
   Impl& m = *impl_;
-  m.folded_stale = true;
+  m.invalidate_inference_copies();
   std::set<std::string> batchnorms;
   for (const TensorSpec& spec : m.layout.buffers)
     if (ends_with(spec.name, ".running_mean")) batchnorms.insert(prefix_of(spec.name));
@@ -534,7 +579,7 @@ void Network::load(const SafeTensors& file, bool allow_extra) {
   for (const TensorSpec& spec : m.layout.buffers) file.read(spec.name, spec.shape, buffers.data() + spec.offset);
   m.params.swap(params);
   m.buffers.swap(buffers);
-  m.folded_stale = true;
+  m.invalidate_inference_copies();
 }
 
 std::vector<uint8_t> Network::save(DType dtype, const std::map<std::string, std::string>& metadata) const {
@@ -554,6 +599,7 @@ std::vector<Decoded> Network::recognize(const float* images, int64_t B, int64_t 
                    " but received ", beam_width);
   if (B == 0) return {};
   m.ensure_folded();
+  const net::PackedDecoder* packed = m.packed_decoder_for_this_call();
   Impl::EncoderPlan encoder;
   net::DecodeBuffers decode;
   m.arena.carve([&](net::Carver& c) {
@@ -561,7 +607,8 @@ std::vector<Decoded> Network::recognize(const float* images, int64_t B, int64_t 
     net::carve_decode(c, decode, m.config, B, beam_width);
   });
   const float* memory = m.encode(encoder, images, B);
-  return net::decode(decode, m.params.data(), m.config, m.refs, memory, m.positions.data(), B, beam_width);
+  return net::decode(decode, m.params.data(), packed, m.config, m.refs, memory, m.positions.data(), B,
+                     beam_width);
 }
 
 void Network::forward(float* logits, const float* images, const int32_t* targets, int64_t B, bool training,

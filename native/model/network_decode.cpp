@@ -41,6 +41,7 @@
 
 #include "common/threadpool.h"
 #include "model/network_internal.h"
+#include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
@@ -91,43 +92,52 @@ const Hypothesis* best_of(const std::vector<Hypothesis>& list) {
 }
 
 // One decoder step at position t for G groups of W rows: b.ids (G·W) → b.logprobs (G·W, C).
-// Appends each row's key and value at position t of the caches.
-void decoder_step(DecodeBuffers& b, const float* P, const Config& config, const Refs& refs,
-                  const float* positions, int64_t t, int64_t G, int64_t W) {
+// Appends each row's key and value at position t of the caches. With packed weights (or nullptr)
+// the weights' products read their panels (Note [packed decoder weights] in network.cpp).
+void decoder_step(DecodeBuffers& b, const float* P, const PackedDecoder* packed, const Config& config,
+                  const Refs& refs, const float* positions, int64_t t, int64_t G, int64_t W) {
   const int64_t n = G * W, d = config.d_model, H = config.heads, Dh = config.head_dim();
-  const int64_t T = config.tgt_len(), S = config.seq_len(), C = config.num_classes;
-  const Dims dims{d, H, config.ffn};
+  const int64_t T = config.tgt_len(), S = config.seq_len(), C = config.num_classes, ffn = config.ffn;
   const Dropout none;
   AddNormActs norm{nullptr, b.sum, b.mean, b.rstd, b.x};  // x = LN(x + proj)
-  FfnActs ffn{b.hidden, nullptr, b.hidden, b.proj};        // proj = FFN(x)
+  auto linear = [&](float* out, const float* x, const LinearRef& r, const cpu::PackedB* weight) {
+    if (weight) {
+      cpu::linear_forward_packed(out, x, P + r.weight, *weight, P + r.bias, n, r.in, r.out);
+    } else {
+      cpu::linear_forward(out, x, P + r.weight, P + r.bias, n, r.in, r.out);
+    }
+  };
   cpu::embedding_forward(b.x, b.ids, P + refs.embed, n, C + 1, d);
   cpu::add_positions(b.x, b.x, positions + t * d, n, 1, d);
   for (size_t l = 0; l < refs.decoder.size(); ++l) {
     const DecoderLayerRef& r = refs.decoder[l];
+    const PackedDecoderLayer* w = packed ? &packed->layers[l] : nullptr;
     float* cache = b.cache[l];
-    cpu::linear_forward(b.qkv, b.x, P + r.self_in_proj.weight, P + r.self_in_proj.bias, n, d, 3 * d);
+    linear(b.qkv, b.x, r.self_in_proj, w ? &w->self_in_proj : nullptr);
     parallel_for(0, n, 64, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row)
         std::memcpy(cache + (row * T + t) * 2 * d, b.qkv + row * 3 * d + d, sizeof(float) * 2 * d);
     });
     cpu::attention_forward(b.attn, b.lse, b.qkv, cache, cache + d, n, 1, t + 1, H, Dh, 3 * d, 2 * d, T,
                            /*causal=*/false);
-    cpu::linear_forward(b.proj, b.attn, P + r.self_out_proj.weight, P + r.self_out_proj.bias, n, d, d);
+    linear(b.proj, b.attn, r.self_out_proj, w ? &w->self_out_proj : nullptr);
     add_norm_forward(norm, P, r.norm1, b.x, b.proj, n, d, none, 0);
 
     float* q = b.qkv;  // (G, W, d)
-    cpu::linear_forward(q, b.x, P + r.cross_q_proj.weight, P + r.cross_q_proj.bias, n, d, d);
+    linear(q, b.x, r.cross_q_proj, w ? &w->cross_q_proj : nullptr);
     cpu::attention_forward(b.attn, b.lse, q, b.cross_kv[l], b.cross_kv[l] + d, G, W, S, H, Dh, d, 2 * d, S,
                            /*causal=*/false);
-    cpu::linear_forward(b.proj, b.attn, P + r.cross_out_proj.weight, P + r.cross_out_proj.bias, n, d, d);
+    linear(b.proj, b.attn, r.cross_out_proj, w ? &w->cross_out_proj : nullptr);
     add_norm_forward(norm, P, r.norm2, b.x, b.proj, n, d, none, 0);
 
-    ffn_forward(ffn, P, r.fc1, r.fc2, b.x, dims, n, none, 0);
+    linear(b.hidden, b.x, r.fc1, w ? &w->fc1 : nullptr);  // proj = FFN(x)
+    cpu::relu_forward(b.hidden, b.hidden, n * ffn);
+    linear(b.proj, b.hidden, r.fc2, w ? &w->fc2 : nullptr);
     add_norm_forward(norm, P, r.norm3, b.x, b.proj, n, d, none, 0);
   }
   cpu::layernorm_forward(b.sum, b.mean, b.rstd, b.x, P + refs.decoder_norm.gamma, P + refs.decoder_norm.beta, n,
                          d, kLayerNormEps);
-  cpu::linear_forward(b.logits, b.sum, P + refs.classifier.weight, P + refs.classifier.bias, n, d, C);
+  linear(b.logits, b.sum, refs.classifier, packed ? &packed->classifier : nullptr);
   cpu::log_softmax_forward(b.logprobs, b.logits, n, C);
 }
 
@@ -235,8 +245,8 @@ void carve_decode(Carver& c, DecodeBuffers& b, const Config& config, int64_t B, 
   b.ids = c.ints(n);
 }
 
-std::vector<Decoded> decode(DecodeBuffers& b, const float* P, const Config& config, const Refs& refs,
-                            const float* memory, const float* positions, int64_t B, int64_t W) {
+std::vector<Decoded> decode(DecodeBuffers& b, const float* P, const PackedDecoder* packed, const Config& config,
+                            const Refs& refs, const float* memory, const float* positions, int64_t B, int64_t W) {
   const int64_t d = config.d_model, S = config.seq_len(), T = config.tgt_len(), C = config.num_classes;
   const int32_t eos = int32_t(config.eos()), bos = int32_t(config.bos());
   for (size_t l = 0; l < refs.decoder.size(); ++l) {
@@ -259,7 +269,7 @@ std::vector<Decoded> decode(DecodeBuffers& b, const float* P, const Config& conf
         b.ids[g * W + j] = h.tokens.empty() ? bos : h.tokens.back();
       }
     }
-    decoder_step(b, P, config, refs, positions, t, G, W);
+    decoder_step(b, P, packed, config, refs, positions, t, G, W);
 
     // Select, then keep the groups of the images still going and their rows' parents.
     std::vector<ImageState> still;

@@ -16,6 +16,7 @@
 #include "model/config.h"
 #include "model/layout.h"
 #include "model/network.h"
+#include "ops/gemm.h"
 
 namespace safl::model::net {
 
@@ -389,10 +390,21 @@ struct DecodeBuffers {
 };
 void carve_decode(Carver& c, DecodeBuffers& b, const Config& config, int64_t B, int64_t beam_width);
 
+// The decoder's weights packed for sgemm (Note [packed decoder weights] in network.cpp), each as
+// pack_linear_weight packs the LinearRef of the same name.
+struct PackedDecoderLayer {
+  cpu::PackedB self_in_proj, self_out_proj, cross_q_proj, cross_out_proj, fc1, fc2;
+};
+struct PackedDecoder {
+  std::vector<PackedDecoderLayer> layers;  // one per decoder layer
+  cpu::PackedB classifier;
+};
+
 // Greedy (beam_width 1) or beam-search decoding of B images from their encoder output
-// memory (B, S, d), in inference mode. positions: the sinusoid table, at least tgt_len rows.
-std::vector<Decoded> decode(DecodeBuffers& b, const float* params, const Config& config, const Refs& refs,
-                            const float* memory /* (B, S, d) */,
+// memory (B, S, d), in inference mode. positions: the sinusoid table, at least tgt_len rows;
+// packed: the decoder's weights of params packed for the kernels of this call, or nullptr.
+std::vector<Decoded> decode(DecodeBuffers& b, const float* params, const PackedDecoder* packed, const Config& config,
+                            const Refs& refs, const float* memory /* (B, S, d) */,
                             const float* positions /* (>= tgt_len, d) */, int64_t B, int64_t beam_width);
 
 // ---- small helpers --------------------------------------------------------------------------------

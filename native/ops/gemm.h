@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "ops/backend.h"
 
@@ -48,6 +49,42 @@ inline float bfloat16_round(float x) {
   std::memcpy(&x, &bits, sizeof bits);
   return x;
 }
+
+// Note [packed B]: a product whose op(B) does not change between calls (a weight at inference:
+// the decoder's, read again at every decoding step) can have it packed once into the panels
+// sgemm's kernels read, instead of at every call. A PackedB is packed for the kernels sgemm would
+// run on the packing thread (its SIMD level and matrix-product precision); sgemm_packed_b then
+// computes what sgemm computes with the original B, bit for bit, skipping the packing of B.
+// Before each use, fits_this_call() says whether the calling thread still runs those kernels
+// (a precision scope may have changed them); sgemm_packed_b throws when it does not.
+class PackedB {
+ public:
+  // Packs op(B) (K, N) of B as sgemm takes it: (K, N) with row stride ldb, or (N, K) if trans_b.
+  void pack(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t N);
+  // Whether sgemm_packed_b on this thread would run the kernels this was packed for.
+  bool fits_this_call() const;
+  bool empty() const { return kernels_ == nullptr; }
+  int64_t K() const { return K_; }
+  int64_t N() const { return N_; }
+  // The panels of depth block pb (op(B) rows pb·kKC onwards, gemm.cpp) from column j, a multiple of NR.
+  const float* panels(int64_t pb, int64_t j) const;
+
+ private:
+  size_t panel_offset(int64_t pb, int64_t j) const;
+
+  std::vector<float> storage_;  // the panels, from a 64-byte-aligned offset
+  size_t offset_ = 0;
+  int64_t K_ = 0, N_ = 0, nr_ = 1;
+  int64_t block_floats_ = 0;  // floats of one full depth block: all columns, rounded up to NR
+  int64_t full_k_ = 0;        // floats a column takes in a full depth block
+  int64_t last_k_ = 0;        // ... in the last one
+  const void* kernels_ = nullptr;  // the gemm_detail::GemmKernels packed for
+};
+
+// C (M, N) = alpha · op(A) · op(B) + beta · C with op(B) from B (K = B.K(), N = B.N()); same
+// contract and results as sgemm. B must fit this call (PackedB::fits_this_call()).
+void sgemm_packed_b(float* C /* (M, N), ldc */, int64_t ldc, const float* A /* (M, K) or (K, M) if trans_a */,
+                    int64_t lda, bool trans_a, const PackedB& B, int64_t M, float alpha, float beta);
 
 // The readable reference (triple loop, float accumulation in k order), the oracle for the fast
 // paths. Same contract as sgemm, without its argument checks.

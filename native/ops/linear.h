@@ -7,6 +7,7 @@
 // nullptr for a layer without bias.
 #pragma once
 #include "ops/backend.h"
+#include "ops/gemm.h"
 
 #define SAFL_LINEAR_DECLS                                                                        \
   void linear_forward(float* out /* (N, out_features) */, const float* x /* (N, in_features) */, \
@@ -22,3 +23,16 @@
                        int64_t in_features, int64_t out_features);
 SAFL_DECLARE_FOR_BACKENDS(SAFL_LINEAR_DECLS)
 #undef SAFL_LINEAR_DECLS
+
+namespace safl::cpu {
+// The weight of a linear layer packed once for inference (Note [packed B] in ops/gemm.h), as
+// op(B) = weightᵀ (in_features, out_features).
+void pack_linear_weight(PackedB& packed, const float* weight /* (out_features, in_features) */,
+                        int64_t in_features, int64_t out_features);
+// linear_forward with the weight also given packed by pack_linear_weight (and fitting this call):
+// the same results, without packing the weight again when the rows go through sgemm.
+void linear_forward_packed(float* out /* (N, out_features) */, const float* x /* (N, in_features) */,
+                           const float* weight /* (out_features, in_features) */, const PackedB& weight_packed,
+                           const float* bias /* (out_features) or nullptr */, int64_t N, int64_t in_features,
+                           int64_t out_features);
+}  // namespace safl::cpu

@@ -3,6 +3,7 @@
 // sizes and tile edges, padded strides, alpha/beta (beta = 0 over NaN-filled C), 1–3 threads,
 // zero sizes, nested calls from pool tasks, and the argument check. The bfloat16 products (AMX,
 // MatmulPrecision::BFloat16) against sgemm_reference of the rounded operands, where the CPU has AMX.
+// sgemm_packed_b (op(B) packed once) against sgemm, bit for bit, and its refusal of other kernels.
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -27,6 +28,11 @@ std::vector<SimdLevel> supported_levels() {
   return levels;
 }
 
+// The SIMD levels a precision's products run at: bfloat16 runs the AMX kernels at AVX-512 only.
+std::vector<SimdLevel> levels_for(MatmulPrecision precision) {
+  return precision == MatmulPrecision::BFloat16 ? std::vector<SimdLevel>{SimdLevel::Avx512} : supported_levels();
+}
+
 struct Case {
   int64_t M, N, K;
   bool trans_a, trans_b;
@@ -39,15 +45,29 @@ struct Case {
 // come back bit-for-bit unchanged; with beta == 0 it starts as NaN, which must not leak into the
 // result. Under BFloat16 (AVX-512 only, where the AMX kernels run) the reference multiplies the
 // operands rounded to bfloat16.
-bool check_case(const Case& c, uint64_t seed, MatmulPrecision precision = MatmulPrecision::Float32) {
-  safl::test::Rng rng(seed);
+// A case's A and B, stored as its transposes and paddings say, with random values.
+struct Operands {
+  int64_t lda, ldb, ldc;
+  std::vector<float> A, B;
+};
+
+Operands make_operands(const Case& c, safl::test::Rng& rng) {
   const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
   const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
-  const int64_t lda = a_cols + c.pad_a, ldb = b_cols + c.pad_b, ldc = c.N + c.pad_c;
-  std::vector<float> A(size_t(std::max<int64_t>(1, a_rows * lda)));
-  std::vector<float> B(size_t(std::max<int64_t>(1, b_rows * ldb)));
-  rng.fill_uniform(A.data(), A.size());
-  rng.fill_uniform(B.data(), B.size());
+  Operands o{a_cols + c.pad_a, b_cols + c.pad_b, c.N + c.pad_c, {}, {}};
+  o.A.resize(size_t(std::max<int64_t>(1, a_rows * o.lda)));
+  o.B.resize(size_t(std::max<int64_t>(1, b_rows * o.ldb)));
+  rng.fill_uniform(o.A.data(), o.A.size());
+  rng.fill_uniform(o.B.data(), o.B.size());
+  return o;
+}
+
+bool check_case(const Case& c, uint64_t seed, MatmulPrecision precision = MatmulPrecision::Float32) {
+  safl::test::Rng rng(seed);
+  const Operands o = make_operands(c, rng);
+  const int64_t lda = o.lda, ldb = o.ldb, ldc = o.ldc;
+  const std::vector<float>& A = o.A;
+  const std::vector<float>& B = o.B;
   const size_t c_size = c.M == 0 ? 0 : size_t((c.M - 1) * ldc + c.N);
   safl::test::Guarded C(c_size);
   if (c.beta != 0.0f) rng.fill_uniform(C.data(), c_size);
@@ -66,9 +86,7 @@ bool check_case(const Case& c, uint64_t seed, MatmulPrecision precision = Matmul
   bool all_ok = true;
   const SimdLevel initial_level = safl::simd_level();
   const safl::MatmulPrecisionScope scope(precision);
-  const std::vector<SimdLevel> levels =
-      precision == MatmulPrecision::BFloat16 ? std::vector<SimdLevel>{SimdLevel::Avx512} : supported_levels();
-  for (SimdLevel level : levels) {
+  for (SimdLevel level : levels_for(precision)) {
     safl::set_simd_level(level);
     for (int threads : {1, 2, 3}) {
       safl::set_num_threads(threads);
@@ -269,4 +287,93 @@ SAFL_TEST(sgemm_bfloat16_rounds_like_the_hardware_and_only_when_asked) {
     EXPECT_NEAR(c, tie_up, 0.0);
   }
   EXPECT(safl::matmul_precision() == MatmulPrecision::BFloat16);
+}
+
+namespace {
+
+// sgemm_packed_b against sgemm on the same data, packed and multiplied at the given precision, at
+// every SIMD level it runs at and 1–3 threads: the same kernels and blocking, so the same bits.
+bool check_packed_case(const Case& c, uint64_t seed, MatmulPrecision precision) {
+  safl::test::Rng rng(seed);
+  const Operands o = make_operands(c, rng);
+  const int64_t lda = o.lda, ldb = o.ldb, ldc = o.ldc;
+  const std::vector<float>& A = o.A;
+  const std::vector<float>& B = o.B;
+  std::vector<float> initial(size_t(c.M * ldc));
+  rng.fill_uniform(initial.data(), initial.size());
+  bool all_ok = true;
+  const SimdLevel initial_level = safl::simd_level();
+  const safl::MatmulPrecisionScope scope(precision);
+  for (SimdLevel level : levels_for(precision)) {
+    safl::set_simd_level(level);
+    safl::cpu::PackedB packed;
+    packed.pack(B.data(), ldb, c.trans_b, c.K, c.N);
+    all_ok = all_ok && packed.fits_this_call() && packed.K() == c.K && packed.N() == c.N;
+    for (int threads : {1, 2, 3}) {
+      safl::set_num_threads(threads);
+      std::vector<float> expected = initial, C = initial;
+      safl::cpu::sgemm(expected.data(), ldc, A.data(), lda, c.trans_a, B.data(), ldb, c.trans_b, c.M, c.N, c.K,
+                       c.alpha, c.beta);
+      safl::cpu::sgemm_packed_b(C.data(), ldc, A.data(), lda, c.trans_a, packed, c.M, c.alpha, c.beta);
+      const bool ok = std::memcmp(C.data(), expected.data(), sizeof(float) * C.size()) == 0;
+      if (!ok) {
+        std::printf("    failed: packed %s %s, %d threads, M %lld N %lld K %lld, trans %d%d\n",
+                    safl::matmul_precision_name(precision), safl::simd_level_name(level), threads, (long long)c.M,
+                    (long long)c.N, (long long)c.K, c.trans_a, c.trans_b);
+      }
+      all_ok = all_ok && ok;
+    }
+  }
+  safl::set_simd_level(initial_level);
+  safl::set_num_threads(safl::hardware_threads());
+  return all_ok;
+}
+
+const Case kPackedCases[] = {
+    {1, 1, 1, false, false},
+    {13, 47, 33, false, true, 3, 5, 2, 0.5f, 1.5f},
+    {64, 1536, 512, false, true},  // a decoding step's self-attention projection (base)
+    {61, 700, 400, true, false, 1, 2, 3, 1.0f, 0.0f},  // across the depth and column blocks
+    {1600, 97, 800, false, true, 0, 0, 1, -1.0f, 1.0f},  // across the row block, a depth tail
+};
+
+}  // namespace
+
+SAFL_TEST(sgemm_packed_b_matches_sgemm_bit_for_bit) {
+  uint64_t seed = 3000;
+  for (const Case& c : kPackedCases) EXPECT(check_packed_case(c, seed++, MatmulPrecision::Float32));
+}
+
+SAFL_TEST(sgemm_packed_b_bfloat16_matches_sgemm_bit_for_bit) {
+  if (safl::test::skip_without_bfloat16_products()) return;
+  uint64_t seed = 3100;
+  for (const Case& c : kPackedCases) EXPECT(check_packed_case(c, seed++, MatmulPrecision::BFloat16));
+}
+
+SAFL_TEST(sgemm_packed_b_refuses_other_kernels) {
+  // Panels packed for one SIMD level (or precision) are not another's: a call whose kernels
+  // changed is refused, and packing again fits it.
+  const std::vector<SimdLevel> levels = supported_levels();
+  if (levels.size() < 2) return;
+  const SimdLevel initial_level = safl::simd_level();
+  const float b[4] = {1, 2, 3, 4}, a[2] = {1, 1};
+  float c[2] = {0, 0};
+  safl::set_simd_level(levels.back());
+  safl::cpu::PackedB packed;
+  packed.pack(b, 2, false, 2, 2);
+  EXPECT(packed.fits_this_call());
+  safl::set_simd_level(levels.front());
+  EXPECT(!packed.fits_this_call());
+  EXPECT_THROWS(safl::cpu::sgemm_packed_b(c, 2, a, 2, false, packed, 1, 1.0f, 0.0f), safl::Error,
+                "sgemm_packed_b: B was packed for other kernels than this call runs");
+  packed.pack(b, 2, false, 2, 2);
+  safl::cpu::sgemm_packed_b(c, 2, a, 2, false, packed, 1, 1.0f, 0.0f);
+  EXPECT(c[0] == 4.0f && c[1] == 6.0f);
+  if (safl::bfloat16_matmul_available() && safl::simd_level_supported() == SimdLevel::Avx512) {
+    safl::set_simd_level(SimdLevel::Avx512);
+    packed.pack(b, 2, false, 2, 2);
+    const safl::MatmulPrecisionScope scope(MatmulPrecision::BFloat16);
+    EXPECT(!packed.fits_this_call());
+  }
+  safl::set_simd_level(initial_level);
 }

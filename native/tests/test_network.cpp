@@ -385,6 +385,52 @@ SAFL_TEST(network_greedy_matches_teacher_forcing) {
   }
 }
 
+SAFL_TEST(network_decoding_from_packed_weights) {
+  // With bfloat16 products, a step over more than a few rows multiplies the decoder's packed
+  // weights (Note [packed decoder weights]); fewer rows take the dot products of the stored
+  // weights. 18 rows start on the first and end on the second as images finish: the words must
+  // still follow teacher forcing (bfloat16 products too). The packed copy must follow changes
+  // made through param(), as a fresh network with the same parameters decodes.
+  if (safl::test::skip_without_bfloat16_products()) return;
+  const Config c = micro_config();
+  Network net(c);
+  net.init_random(11);
+  const std::vector<float> trained = grey_images(c, 6, 12);
+  train_micro(net, trained, 60);
+  std::vector<float> images;
+  for (int copy = 0; copy < 3; ++copy) images.insert(images.end(), trained.begin(), trained.end());
+  const safl::MatmulPrecisionScope precision(safl::MatmulPrecision::BFloat16);
+  const int64_t B = 18, C = c.num_classes, T = c.tgt_len();
+  const std::vector<Decoded> greedy = net.recognize(images.data(), B, 1);
+  const std::vector<float> logits = teacher_forced(net, images, greedy);
+  for (int64_t b = 0; b < B; ++b) {
+    const Decoded& g = greedy[b];
+    const float* row = logits.data() + b * T * C;
+    for (size_t t = 0; t < g.tokens.size(); ++t) {
+      EXPECT(argmax(row + t * C, C) == g.tokens[t]);
+      EXPECT_NEAR(g.probs[t], std::exp(log_softmax_at(row + t * C, C, g.tokens[t])), 1e-5);
+    }
+    if (int64_t(g.tokens.size()) < c.max_len) EXPECT(argmax(row + g.tokens.size() * C, C) == c.eos());
+  }
+
+  float* classifier = net.param("classifier.weight");
+  for (int64_t i = 0; i < C * c.d_model; ++i) classifier[i] = -classifier[i];
+  const std::vector<Decoded> changed = net.recognize(images.data(), B, 1);
+  Network fresh(c);
+  const int64_t P = net.layout().param_floats, buffers = net.layout().buffer_floats;
+  std::copy(net.params(), net.params() + P, fresh.params());
+  const Network& view = net;
+  std::copy(view.buffers(), view.buffers() + buffers, fresh.buffers());
+  const std::vector<Decoded> expected = fresh.recognize(images.data(), B, 1);
+  int64_t differ = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    EXPECT(changed[b].tokens == expected[b].tokens);
+    EXPECT(changed[b].probs == expected[b].probs);
+    differ += changed[b].tokens != greedy[b].tokens;
+  }
+  EXPECT(differ > 0);  // the change did change the words
+}
+
 SAFL_TEST(network_beam_search_matches_uncached_reference) {
   // An untrained network with EOS made rare or likely (through its classifier bias): scores are
   // close, so beams reorder often and run to full length, or finish at different steps.
