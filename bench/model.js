@@ -2,10 +2,11 @@
 // Whole-network CPU benchmark, safl side by side with the PyTorch peer (../shared/peers/torch_safl.py)
 // in one run: images/s and peak RSS per config, batch size and mode, and the ratio safl / peer.
 // Each measurement is its own process (so peak RSS is per measurement), and safl and the peer
-// alternate for every row so machine noise hits both alike.
+// alternate for every row so machine noise hits both alike. With --repeats N every measurement is
+// made N times, alternating, and the table shows the medians (and the range of the N ratios).
 //
 //   node bench/model.js [--configs tiny,base] [--batches 1,64] [--modes greedy,forward] [--threads 2]
-//                       [--precisions float32,bfloat16] [--peer ../shared/peers/torch_safl.py]
+//                       [--precisions float32,bfloat16] [--repeats 1] [--peer ../shared/peers/torch_safl.py]
 //                       [--python /usr/bin/python3]
 //
 // Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     modes: { type: 'string', default: 'greedy,forward' },
     threads: { type: 'string', default: '2' },
     precisions: { type: 'string', default: 'float32' },
+    repeats: { type: 'string', default: '1' },
     peer: { type: 'string', default: path.join(root, '..', 'shared', 'peers', 'torch_safl.py') },
     python: { type: 'string', default: '/usr/bin/python3' },
   },
@@ -82,6 +84,18 @@ function safl(config, batch, mode, threads, precision) {
   return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd, precision: res.precision };
 }
 
+const repeats = Number(values.repeats);
+if (!Number.isInteger(repeats) || repeats < 1 || repeats > 20) {
+  console.error(`bench/model.js: --repeats: expected an integer from 1 to 20 but received ${JSON.stringify(values.repeats)}`);
+  process.exit(1);
+}
+
+function median(xs) {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 const precisions = values.precisions.split(',');
 for (const precision of precisions) {
   if (!['float32', 'bfloat16'].includes(precision)) {
@@ -95,34 +109,49 @@ let torchVersion = '';
 let simd = '';
 for (const config of values.configs.split(',')) {
   for (const batch of values.batches.split(',').map(Number)) {
-    const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON for this (config, batch)
+    // The peer measures greedy and forward in one 'infer' process: its runs for this (config, batch)
+    // are kept per peer mode and shared by the rows; run i of a row alternates with the peer's run i.
+    const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON of each repeat
     for (const mode of values.modes.split(',')) {
       if (mode === 'train' && batch < 2) {
         process.stderr.write(`${config} b${batch} train: skipped (training needs a batch of at least 2 for batch norm)\n`);
         continue;
       }
+      const peerMode = mode === 'train' ? 'train' : 'infer';
+      if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, []);
+      const peerList = peerRuns.get(peerMode);
       for (const precision of precisions) {
-        const s = safl(config, batch, mode, values.threads, precision);
-        const peerMode = mode === 'train' ? 'train' : 'infer';
-        if (!peerRuns.has(peerMode)) peerRuns.set(peerMode, peerRun(config, batch, peerMode, values.threads));
-        const res = peerRuns.get(peerMode);
-        const p = { imgPerS: res[PEER_KEYS[mode]], rss: res.peak_rss_mib };
-        torchVersion = res.torch;
-        simd = s.simd;
-        rows.push({ config, batch, mode, safl: s, peer: p });
-        process.stderr.write(`${config} b${batch} ${mode} ${s.precision}: safl ${s.imgPerS} img/s, peer ${p.imgPerS} img/s\n`);
+        const ours = [];
+        const theirs = [];
+        for (let i = 0; i < repeats; i++) {
+          const s = safl(config, batch, mode, values.threads, precision);
+          if (peerList.length <= i) peerList.push(peerRun(config, batch, peerMode, values.threads));
+          const res = peerList[i];
+          torchVersion = res.torch;
+          simd = s.simd;
+          ours.push(s);
+          theirs.push({ imgPerS: res[PEER_KEYS[mode]], rss: res.peak_rss_mib });
+          process.stderr.write(`${config} b${batch} ${mode} ${s.precision}: safl ${s.imgPerS} img/s, peer ${theirs[i].imgPerS} img/s\n`);
+        }
+        const summary = (runs) => ({ imgPerS: median(runs.map((r) => r.imgPerS)), rss: median(runs.map((r) => r.rss)) });
+        const ratios = ours.map((s, i) => s.imgPerS / theirs[i].imgPerS);
+        rows.push({ config, batch, mode, safl: { ...summary(ours), precision: ours[0].precision }, peer: summary(theirs),
+          ratioRange: [Math.min(...ratios), Math.max(...ratios)] });
       }
     }
   }
 }
 
 // Ratios against the peer's greedy and teacher-forced numbers of the same run.
-console.log(`safl vs PyTorch ${torchVersion} peer, ${values.threads} threads, safl SIMD ${simd}\n`);
-console.log('| config | batch | mode | safl products | safl img/s | peer img/s | safl / peer | safl peak RSS MiB | peer peak RSS MiB |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+const ofRepeats = repeats > 1 ? `, medians of ${repeats} alternating runs` : '';
+console.log(`safl vs PyTorch ${torchVersion} peer, ${values.threads} threads, safl SIMD ${simd}${ofRepeats}\n`);
+const rangeHead = repeats > 1 ? ' range of the ratios |' : '';
+console.log(`| config | batch | mode | safl products | safl img/s | peer img/s | safl / peer |${rangeHead} safl peak RSS MiB | peer peak RSS MiB |`);
+console.log(`|---|---|---|---|---|---|---|${repeats > 1 ? '---|' : ''}---|---|`);
 for (const r of rows) {
+  const range = repeats > 1 ? ` ${r.ratioRange[0].toFixed(2)}–${r.ratioRange[1].toFixed(2)}× |` : '';
   console.log(`| ${r.config} | ${r.batch} | ${r.mode} | ${r.safl.precision} | ${r.safl.imgPerS.toFixed(1)} | ${r.peer.imgPerS.toFixed(1)} | ` +
-    `${(r.safl.imgPerS / r.peer.imgPerS).toFixed(2)}× | ${r.safl.rss.toFixed(0)} | ${r.peer.rss.toFixed(0)} |`);
+    `${(r.safl.imgPerS / r.peer.imgPerS).toFixed(2)}× |${range} ${r.safl.rss.toFixed(0)} | ${r.peer.rss.toFixed(0)} |`);
 }
 const greedyVsForward = rows.filter((r) => r.mode === 'greedy').map((r) => {
   const fwd = rows.find((q) => q.config === r.config && q.batch === r.batch && q.mode === 'forward');
