@@ -278,7 +278,6 @@ void PackedB::pack(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t
   const int64_t blocks = (K + kKC - 1) / kKC;
   K_ = K;
   N_ = N;
-  nr_ = nr;
   full_k_ = panel_floats(kernels, std::min(kKC, K));
   last_k_ = panel_floats(kernels, K - std::max<int64_t>(0, blocks - 1) * kKC);
   block_floats_ = columns * full_k_;

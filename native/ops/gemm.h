@@ -63,7 +63,6 @@ class PackedB {
   void pack(const float* B, int64_t ldb, bool trans_b, int64_t K, int64_t N);
   // Whether sgemm_packed_b on this thread would run the kernels this was packed for.
   bool fits_this_call() const;
-  bool empty() const { return kernels_ == nullptr; }
   int64_t K() const { return K_; }
   int64_t N() const { return N_; }
   // The panels of depth block pb (op(B) rows pb·kKC onwards, gemm.cpp) from column j, a multiple of NR.
@@ -74,7 +73,7 @@ class PackedB {
 
   std::vector<float> storage_;  // the panels, from a 64-byte-aligned offset
   size_t offset_ = 0;
-  int64_t K_ = 0, N_ = 0, nr_ = 1;
+  int64_t K_ = 0, N_ = 0;
   int64_t block_floats_ = 0;  // floats of one full depth block: all columns, rounded up to NR
   int64_t full_k_ = 0;        // floats a column takes in a full depth block
   int64_t last_k_ = 0;        // ... in the last one
