@@ -35,6 +35,12 @@ export function integerText(text: string, option: string, min: number, max: numb
   return integer(/^-?\d+$/.test(text.trim()) ? Number(text) : text, option, min, max);
 }
 
+/** A path: a non-empty string (TypeError otherwise); whether it exists is for its reader to say. */
+export function filePath(value: unknown, option: string): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(message('a file path', option, value));
+  return value;
+}
+
 export function boolean(value: unknown, option: string): boolean {
   if (typeof value !== 'boolean') throw new TypeError(message('a boolean', option, value));
   return value;

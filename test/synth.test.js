@@ -1,5 +1,5 @@
-// The synthetic word-image generator: determinism, labels, images, the word mix, fonts, the
-// DataSource, `safl synth` (folder and LMDB output) and the exact option errors.
+// The synthetic word-image generator: determinism, labels, images, the word mix, fonts, word lists
+// of the user's, the DataSource, `safl synth` (folder and LMDB output) and the exact option errors.
 'use strict';
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
@@ -239,7 +239,46 @@ describe('synthetic generator', () => {
     assert.throws(() => createSynthSource({ size: 0 }), { name: 'RangeError', message: 'Expected an integer between 1 and 9007199254740991 for size but received 0' });
     assert.throws(() => createSynthSource(5), { name: 'TypeError', message: 'Expected an object for options but received 5' });
     await assert.rejects(renderSample(1, -2), { name: 'RangeError', message: 'Expected an integer between 0 and 9007199254740991 for index but received -2' });
-    assert.deepEqual(resolveSynthOptions({}), { seed: 0, charset: [...DEFAULT_CHARSET], maxLength: 25, systemFonts: false, fonts: [] });
+    assert.throws(() => createSynthSource({ words: 5 }), { name: 'TypeError', message: 'Expected a file path for words but received 5' });
+    assert.throws(() => createSynthSource({ words: '/no/such/words.txt' }), {
+      message: "/no/such/words.txt: cannot read the word list (ENOENT: no such file or directory, open '/no/such/words.txt')",
+    });
+    const empty = path.join(tempDir('words'), 'empty.txt');
+    fs.writeFileSync(empty, '\n  \n');
+    assert.throws(() => createSynthSource({ words: empty }), { message: `${empty}: the word list holds no words (one per line expected)` });
+    const latin = path.join(tempDir('words'), 'latin.txt');
+    fs.writeFileSync(latin, 'street\ncafe\n');
+    assert.throws(() => createSynthSource({ words: latin, charset: 'абв0123' }), {
+      message: `${latin}: none of the word list's words can be written with the charset (7 characters) in at most 25 characters`,
+    });
+    assert.deepEqual(resolveSynthOptions({}), { seed: 0, charset: [...DEFAULT_CHARSET], maxLength: 25, systemFonts: false, fonts: [], words: null });
+  });
+
+  it('draws words from a word list of the user\'s, and made-up words and letters from its alphabet', async function () {
+    this.timeout(60000);
+    const words = ['москва', 'улица', 'метро', 'хлеб', 'молоко', 'аптека', 'банк', 'вход', 'выход', 'кафе', 'почта', 'магазин'];
+    const file = path.join(tempDir('words'), 'ru.txt');
+    fs.writeFileSync(file, `${words.join('\n')}\r\n\n`);
+    const lower = 'абвгдежзийклмнопрстуфхцчшщъыьэюя';
+    const charset = `${lower}${lower.toUpperCase()}0123456789`;
+    const source = createSynthSource({ seed: 5, charset, words: file });
+    const drawn = [];
+    for (let i = 0; i < 80; i++) drawn.push(await source.sample(i));
+    const kinds = {};
+    for (const s of drawn) {
+      kinds[s.kind] = (kinds[s.kind] ?? 0) + 1;
+      assert.ok([...s.label].every((c) => charset.includes(c)), `label ${s.label} (${s.kind})`);
+      if (s.kind === 'word') assert.ok(words.includes(s.label.toLowerCase()), `word ${s.label}`);
+      if (s.kind === 'pseudo' || s.kind === 'random') assert.match(s.label.toLowerCase(), /^[а-я]+$/, `${s.kind} ${s.label}`);
+    }
+    assert.ok(kinds.word >= 20 && kinds.pseudo >= 2 && kinds.random >= 2 && kinds.number >= 2, JSON.stringify(kinds));
+    // Worker threads read the same list and make the same samples.
+    const pooled = createSynthSource({ seed: 5, charset, words: file, workers: 2 });
+    try {
+      for (let i = 0; i < 8; i++) assert.equal(digest(await pooled.sample(i)), digest(drawn[i]), `sample ${i}`);
+    } finally {
+      await pooled.close();
+    }
   });
 });
 
@@ -304,6 +343,8 @@ describe('safl synth', () => {
       [['--count', '5', '--out', 'nowhere', '--charset', ''], "safl: Expected a non-empty charset for --charset but received ''"],
       [['--count', '5', '--out', 'nowhere', '--charset', 'ab\tc'], "safl: Expected a charset without tabs or line breaks (labels.tsv cannot hold them; write a .lmdb instead) for --charset but received 'ab\\tc'"],
       [['--count', '5', '--out', 'nowhere', '--font', '/no/such.ttf'], 'safl: /no/such.ttf: no such file or directory'],
+      [['--count', '5', '--out', 'nowhere', '--words', ''], "safl: Expected a file path for --words but received ''"],
+      [['--count', '5', '--out', 'nowhere', '--words', '/no/such.txt'], "safl: /no/such.txt: cannot read the word list (ENOENT: no such file or directory, open '/no/such.txt')"],
     ];
     const results = await Promise.all(cases.map(([args]) => synth(args)));
     results.forEach(({ status, stderr, stdout }, k) => {
@@ -317,7 +358,7 @@ describe('safl synth', () => {
   it('prints a complete help text', async () => {
     const { status, stdout } = await synth(['--help']);
     assert.equal(status, 0);
-    for (const option of ['--count', '--out', '--seed', '--charset', '--max-length', '--workers', '--system-fonts', '--font', '--preview', '--help']) {
+    for (const option of ['--count', '--out', '--seed', '--charset', '--max-length', '--workers', '--system-fonts', '--font', '--words', '--preview', '--help']) {
       assert.ok(stdout.includes(option), option);
     }
   });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { LmdbWriter } from '../data/lmdb.js';
 import { bundledFamilies } from '../synth/fonts.js';
-import { fontFamilies, resolveSynthOptions, type ResolvedSynthOptions } from '../synth/index.js';
+import { generatorContext, resolveSynthOptions, type ResolvedSynthOptions } from '../synth/index.js';
 import { SynthPool, type EncodedSample } from '../synth/pool.js';
 import { sharp } from '../synth/render.js';
 import * as check from '../validate.js';
@@ -17,7 +17,7 @@ export const SYNTH_HELP = `Usage: safl synth --count N --out <dir | file.lmdb> [
 
 Makes N synthetic word images (samples 0 to N-1 of a seed) and writes them with their labels as
 a dataset for 'safl train' and 'safl eval'. Words are English words (most often the common
-ones), made-up names, numbers, random letters and codes, in upper, title, lower or mixed case;
+ones; or those of --words), made-up names, numbers, random letters and codes, in upper, title, lower or mixed case;
 fonts are 30 bundled families (sans, condensed, serif, slab, display, typewriter, script); each
 image gets its own colours, background texture, outline or shadow, letter spacing, rotation,
 perspective, curved baseline, crop margins with slivers of neighbouring letters, lighting, blur,
@@ -46,6 +46,10 @@ Options:
                     bundled fonts, so that a seed gives the same images on every machine)
   --font PATH       draw with this font file (.ttf, .otf) or the fonts in this directory too;
                     may be given more than once
+  --words FILE      draw words from this list instead of the English one: UTF-8, one word per
+                    line (a word listed twice is drawn twice as often). Made-up words and random
+                    letter strings then use its letters: give one for another alphabet, with
+                    --charset and --font for its characters
   --preview         also write a contact sheet of the first samples (up to 48) with their
                     labels: DIR/preview.png, or NAME.lmdb.preview.png beside an LMDB dataset
   -h, --help        show this help
@@ -185,6 +189,7 @@ export async function synthCommand(argv: string[]): Promise<number> {
       workers: { type: 'string' },
       'system-fonts': { type: 'boolean' },
       font: { type: 'string', multiple: true },
+      words: { type: 'string' },
       preview: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -206,13 +211,21 @@ export async function synthCommand(argv: string[]): Promise<number> {
   }
   let options: ResolvedSynthOptions;
   try {
-    options = resolveSynthOptions({ seed, charset: values.charset, maxLength, systemFonts: values['system-fonts'] ?? false, fonts: values.font ?? [] });
+    options = resolveSynthOptions({
+      seed,
+      charset: values.charset,
+      maxLength,
+      systemFonts: values['system-fonts'] ?? false,
+      fonts: values.font ?? [],
+      words: values.words,
+    });
   } catch (err) {
     // The API names options as the API spells them; say it the command line's way.
-    (err as Error).message = (err as Error).message.replace(/ for (charset|maxLength|fonts) /, (_m, name: string) => ` for --${{ charset: 'charset', maxLength: 'max-length', fonts: 'font' }[name]} `);
+    const flags: Record<string, string> = { charset: 'charset', maxLength: 'max-length', fonts: 'font', words: 'words' };
+    (err as Error).message = (err as Error).message.replace(/ for (charset|maxLength|fonts|words) /, (_m, name: string) => ` for --${flags[name]} `);
     throw err;
   }
-  fontFamilies(options); // a bad --font fails here, before any worker starts
+  generatorContext(options); // a bad --font or --words fails here, before any worker starts
 
   const pool = new SynthPool(options, Math.min(workers, count));
   const sink = kind === 'lmdb' ? lmdbSink(out) : folderSink(out);

