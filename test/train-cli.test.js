@@ -71,7 +71,7 @@ describe('safl train', () => {
     const { code, stdout } = await run(['--help']);
     assert.equal(code, 0);
     assert.equal(stdout, TRAIN_HELP);
-    for (const flag of ['--config', '--data', '--val', '--iterations', '--batch-size', '--lr', '--schedule', '--warmup', '--loss', '--gamma', '--alpha',
+    for (const flag of ['--config', '--data', '--val', '--synth-words', '--synth-font', '--iterations', '--batch-size', '--lr', '--schedule', '--warmup', '--loss', '--gamma', '--alpha',
       '--seed', '--device', '--threads', '--precision', '--checkpoint-dir', '--checkpoint-every', '--validate-every', '--resume', '--long-labels', '--unknown-chars']) {
       assert.ok(stdout.includes(flag), flag);
     }
@@ -125,6 +125,25 @@ describe('safl train', () => {
     assert.equal(losses(whole).length, 100);
   });
 
+  it("--synth-words: 'synth' draws the run's words, recorded for a resumed run", async function () {
+    this.timeout(60000);
+    const dir = tempDir('cli-synth');
+    const words = path.join(tempDir('synth-words'), 'words.txt');
+    fs.writeFileSync(words, 'cat\ndot\nrose\nlane\n');
+    const { code, stderr } = await run(['--config', configFile, '--charset', WORD_CHARSET, '--data', 'synth', '--synth-words', words,
+      '--batch-size', '4', '--iterations', '2', '--threads', '2', '--checkpoint-dir', dir]);
+    assert.equal(code, 0, stderr);
+    const recognizer = await Recognizer.load(path.join(dir, 'model.safetensors'));
+    assert.deepEqual(recognizer.training.notes, { data: [{ spec: 'synth', ratio: 1 }], val: null, synth: { words } });
+    await recognizer.close();
+    // The checkpoint remembers the list: a resumed run reads it again, and fails naming it when it is gone.
+    fs.rmSync(words);
+    const resumed = await run(['--resume', dir, '--iterations', '3', '--threads', '2']);
+    assert.equal(resumed.code, 1);
+    assert.equal(resumed.stderr.trim().split('\n').at(-1),
+      `safl: ${words}: cannot read the word list (ENOENT: no such file or directory, open '${words}')`);
+  });
+
   describe('bad flags', () => {
     let checkpointDir;
     before(async function () {
@@ -146,6 +165,9 @@ describe('safl train', () => {
       [['--precision', 'half'], "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'"],
       [['--config', 'huge.json'], 'safl: --config: expected tiny, base or a JSON file, but huge.json: no such file'],
       [['--data', '/nonexistent/set'], 'safl: /nonexistent/set: no such file or directory'],
+      [['--synth-words', ''], "safl: Expected a file path for --synth-words but received ''"],
+      [['--synth-font', '/no/such.ttf'], "safl: --synth-words and --synth-font shape the 'synth' source, but neither --data nor --val is synth"],
+      [['--data', 'synth', '--synth-font', '/no/such.ttf'], 'safl: /no/such.ttf: no such file or directory'],
     ];
     for (const [flags, message] of cases) {
       it(`${flags.join(' ')}`, async () => {

@@ -29,6 +29,10 @@ Data:
                           generator). RATIO is its relative share of the samples (default 1).
   --val SOURCE            a held-out source to validate on (word accuracy, standard protocol)
   --val-samples N         most samples per validation (default: all; 1000 for synth)
+  --synth-words FILE      'synth' draws its words from this list (UTF-8, one word per line)
+                          instead of English words: for another alphabet or your own vocabulary
+  --synth-font PATH       'synth' also draws with this font file (.ttf, .otf) or the fonts in
+                          this directory; may be given more than once
   --unknown-chars P       labels with characters outside the charset: skip (default) or unk
   --long-labels P         labels longer than the model's max_len: skip (default) or error
 
@@ -68,8 +72,8 @@ Run:
                           checkpoint.safetensors) where it stopped, with its model, charset and
                           training options; --iterations, --checkpoint-dir, --checkpoint-every,
                           --validate-every, --val-samples, --log-every, --data, --val,
-                          --precision, --device and --threads may be given again; --config, if
-                          given, must match
+                          --synth-words, --synth-font, --precision, --device and --threads may
+                          be given again; --config, if given, must match
   --device D              auto, cpu or cuda (default: auto)
   --threads N             size of the native thread pool, 1-1024 (default: hardware threads)
   -h, --help              show this help
@@ -96,9 +100,24 @@ interface DataSpec {
   ratio: number;
 }
 
-/** Opens a data spec; the synthetic generator draws words of the model's charset and length. */
-function openData(spec: string, trainer: Trainer, seed: number): Promise<DataSource> {
-  return openSource(spec, { synth: { seed, charset: [...trainer.charset], maxLength: Math.min(trainer.config.max_len, 25) } });
+/** What 'synth' draws besides its defaults (--synth-words, --synth-font), kept in the run's notes. */
+interface SynthSpec {
+  words?: string;
+  fonts?: string[];
+}
+
+/**
+ * Opens a data spec; the synthetic generator draws words of the model's charset and length, with
+ * the run's word list and fonts.
+ */
+function openData(spec: string, trainer: Trainer, seed: number, synth: SynthSpec): Promise<DataSource> {
+  return openSource(spec, { synth: { ...synth, seed, charset: [...trainer.charset], maxLength: Math.min(trainer.config.max_len, 25) } });
+}
+
+/** --synth-words and --synth-font as given, or undefined when neither is. */
+function synthFlags(words: string | undefined, fonts: string[] | undefined): SynthSpec | undefined {
+  if (words === undefined && fonts === undefined) return undefined;
+  return { ...(words === undefined ? {} : { words: check.filePath(words, '--synth-words') }), ...(fonts === undefined ? {} : { fonts }) };
 }
 
 async function readConfig(value: string): Promise<TrainerCreateOptions['config']> {
@@ -220,6 +239,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
       data: { type: 'string', multiple: true },
       val: { type: 'string' },
       'val-samples': { type: 'string' },
+      'synth-words': { type: 'string' },
+      'synth-font': { type: 'string', multiple: true },
       'unknown-chars': { type: 'string' },
       'long-labels': { type: 'string' },
       config: { type: 'string' },
@@ -272,6 +293,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   };
   const config = values.config === undefined ? undefined : await readConfig(values.config);
   const dataSpecs: DataSpec[] = (values.data ?? []).map((d) => parseSourceSpec(d, '--data'));
+  const synthGiven = synthFlags(values['synth-words'], values['synth-font']);
 
   let trainer: Trainer;
   if (values.resume !== undefined) {
@@ -303,14 +325,18 @@ export async function trainCommand(argv: string[]): Promise<number> {
       seed: int('seed', 0, Number.MAX_SAFE_INTEGER),
       unknownChars: values['unknown-chars'] === undefined ? undefined : check.oneOf(values['unknown-chars'], '--unknown-chars', ['skip', 'unk'] as const),
       longLabels: values['long-labels'] === undefined ? undefined : check.oneOf(values['long-labels'], '--long-labels', ['skip', 'error'] as const),
-      notes: { data: dataSpecs, val: values.val ?? null },
+      notes: { data: dataSpecs, val: values.val ?? null, ...(synthGiven === undefined ? {} : { synth: synthGiven }) },
     }));
   }
 
-  const notes = trainer.options.notes as { data?: DataSpec[]; val?: string | null };
+  const notes = trainer.options.notes as { data?: DataSpec[]; val?: string | null; synth?: SynthSpec };
   const specs = dataSpecs.length > 0 ? dataSpecs : (notes.data ?? []);
   if (specs.length === 0) throw new Error(`${values.resume}: the checkpoint names no data sources: give --data`);
   const valSpec = values.val ?? notes.val ?? undefined;
+  const synth = synthGiven ?? notes.synth ?? {};
+  if (synthGiven !== undefined && !specs.some((d) => d.spec === 'synth') && valSpec !== 'synth') {
+    throw new Error("--synth-words and --synth-font shape the 'synth' source, but neither --data nor --val is synth");
+  }
   const sources: Array<{ source: DataSource; ratio: number }> = [];
   let validation: DataSource | undefined;
   const progress = progressReporter(trainer.options.logEvery, trainer.step);
@@ -326,9 +352,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSigint);
   try {
-    for (const { spec, ratio } of specs) sources.push({ source: await openData(spec, trainer, trainer.options.seed), ratio });
+    for (const { spec, ratio } of specs) sources.push({ source: await openData(spec, trainer, trainer.options.seed, synth), ratio });
     // A synthetic validation set must not repeat the training samples: another seed.
-    if (valSpec !== undefined) validation = await openData(valSpec, trainer, trainer.options.seed + 1);
+    if (valSpec !== undefined) validation = await openData(valSpec, trainer, trainer.options.seed + 1, synth);
     const o = trainer.options;
     progress.line(
       `safl train: ${trainer.step > 0 ? `resuming at step ${trainer.step}, ` : ''}${o.iterations} steps of ${o.batchSize} images, ` +
