@@ -49,7 +49,7 @@ export interface Dictionary {
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 
-/** The trigram model of the words made only of `letters` (lower case), in a fixed order. */
+/** The trigram model (over code points) of the words `isWord` accepts, in a fixed order. */
 function trigramModel(tiers: readonly string[][], isWord: (word: string) => boolean): Dictionary['trigrams'] {
   const table = new Map<string, Map<string, number>>();
   for (const tier of tiers) {
@@ -185,16 +185,16 @@ function pseudoWord(dictionary: Dictionary, rng: Rng): string {
   const { trigrams } = dictionary;
   const target = rng.int(3, 12);
   let word = '';
-  let context = '^^';
+  let previous = ['^', '^']; // the last two characters (code points)
   while (word.length < 16) {
-    const next = trigrams.get(context);
+    const next = trigrams.get(previous[0] + previous[1]);
     if (next === undefined) break;
     // Near the target length, prefer ending; before it, prefer going on.
     const counts = next.chars.map((c, i) => (c === '$' ? next.counts[i] * (word.length >= target ? 8 : 0.05) : next.counts[i]));
     const c = next.chars[rng.weighted(counts)];
     if (c === '$') break;
     word += c;
-    context = context[1] + c;
+    previous = [previous[1], c];
   }
   return word;
 }
