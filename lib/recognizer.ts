@@ -50,9 +50,8 @@ export interface RecognizerOptions {
    * Precision of the network's matrix products on the CPU: 'float32' (default) or 'bfloat16'.
    * 'bfloat16' rounds both operands of every product to bfloat16 (8 bits of mantissa) and adds in
    * float32: on CPUs with AMX (Intel Xeon 4th generation and later) about twice as fast, with
-   * confidences that move in the third digit (README, "Speed"). On other CPUs the products stay
-   * float32 (`info().bfloat16Matmul` says which). Training always multiplies in float32. Device
-   * 'cuda' takes 'float32' only.
+   * confidences that move in the third digit (README, "Benchmarks"). On other CPUs the products
+   * stay float32 (`info().bfloat16Matmul` says which). Device 'cuda' takes 'float32' only.
    */
   precision?: Precision;
 }

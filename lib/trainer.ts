@@ -255,9 +255,8 @@ interface NativeAddon {
 
 /**
  * The addon that runs `device`, and the device it runs on ('auto' resolved). Throws "device 'cuda'
- * is not available: <reason>" for 'cuda' without a usable GPU.
+ * is not available: <reason>" for 'cuda' without a usable GPU, and refuses bfloat16 products there.
  */
-/** The addon that runs `device` ('auto' resolved); device 'cuda' refuses bfloat16 products. */
 function nativeAddon(device: Device, precision: Precision): { addon: NativeAddon; device: 'cpu' | 'cuda' } {
   const chosen = addonFor(device);
   checkPrecisionOn(chosen.device, precision);

@@ -217,10 +217,6 @@ void scale_c(float* C, int64_t ldc, int64_t M, int64_t N, float beta) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Checks the arguments (ldb only when B is not packed) and handles the products that multiply
 // nothing; returns whether there is a product left to compute.
 bool check_product(float* C, int64_t ldc, int64_t lda, bool trans_a, const int64_t* ldb, bool trans_b, int64_t M,

@@ -187,18 +187,22 @@ void pack_linear_weight(PackedB& packed, const float* weight, int64_t in_feature
   packed.pack(weight, in_features, true, in_features, out_features);
 }
 
-void linear_forward_packed(float* out, const float* x, const float* weight, const PackedB& weight_packed,
+void linear_forward_packed(float* out, const float* x, const float* weight, const PackedB* weight_packed,
                            const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
+  if (weight_packed == nullptr) {
+    linear_forward(out, x, weight, bias, N, in_features, out_features);
+    return;
+  }
   check_sizes("linear_forward_packed", N, in_features, out_features);
-  SAFL_CHECK_RANGE(weight_packed.K() == in_features && weight_packed.N() == out_features,
+  SAFL_CHECK_RANGE(weight_packed->K() == in_features && weight_packed->N() == out_features,
                    "linear_forward_packed: expected a weight packed as (", in_features, ", ", out_features,
-                   ") but received (", weight_packed.K(), ", ", weight_packed.N(), ")");
+                   ") but received (", weight_packed->K(), ", ", weight_packed->N(), ")");
   if (N == 0 || out_features == 0) return;
   if (N <= kFewRows) {
     linear_forward_few_rows(out, x, weight, bias, N, in_features, out_features);
     return;
   }
-  linear_forward_rows(out, x, weight, &weight_packed, bias, N, in_features, out_features);
+  linear_forward_rows(out, x, weight, weight_packed, bias, N, in_features, out_features);
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

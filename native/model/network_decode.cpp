@@ -41,7 +41,6 @@
 
 #include "common/threadpool.h"
 #include "model/network_internal.h"
-#include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/layernorm.h"
@@ -97,15 +96,13 @@ const Hypothesis* best_of(const std::vector<Hypothesis>& list) {
 void decoder_step(DecodeBuffers& b, const float* P, const PackedDecoder* packed, const Config& config,
                   const Refs& refs, const float* positions, int64_t t, int64_t G, int64_t W) {
   const int64_t n = G * W, d = config.d_model, H = config.heads, Dh = config.head_dim();
-  const int64_t T = config.tgt_len(), S = config.seq_len(), C = config.num_classes, ffn = config.ffn;
+  const int64_t T = config.tgt_len(), S = config.seq_len(), C = config.num_classes;
+  const Dims dims{d, H, config.ffn};
   const Dropout none;
   AddNormActs norm{nullptr, b.sum, b.mean, b.rstd, b.x};  // x = LN(x + proj)
+  FfnActs ffn{b.hidden, nullptr, b.hidden, b.proj};        // proj = FFN(x)
   auto linear = [&](float* out, const float* x, const LinearRef& r, const cpu::PackedB* weight) {
-    if (weight) {
-      cpu::linear_forward_packed(out, x, P + r.weight, *weight, P + r.bias, n, r.in, r.out);
-    } else {
-      cpu::linear_forward(out, x, P + r.weight, P + r.bias, n, r.in, r.out);
-    }
+    cpu::linear_forward_packed(out, x, P + r.weight, weight, P + r.bias, n, r.in, r.out);
   };
   cpu::embedding_forward(b.x, b.ids, P + refs.embed, n, C + 1, d);
   cpu::add_positions(b.x, b.x, positions + t * d, n, 1, d);
@@ -130,9 +127,7 @@ void decoder_step(DecodeBuffers& b, const float* P, const PackedDecoder* packed,
     linear(b.proj, b.attn, r.cross_out_proj, w ? &w->cross_out_proj : nullptr);
     add_norm_forward(norm, P, r.norm2, b.x, b.proj, n, d, none, 0);
 
-    linear(b.hidden, b.x, r.fc1, w ? &w->fc1 : nullptr);  // proj = FFN(x)
-    cpu::relu_forward(b.hidden, b.hidden, n * ffn);
-    linear(b.proj, b.hidden, r.fc2, w ? &w->fc2 : nullptr);
+    ffn_forward(ffn, P, r.fc1, r.fc2, b.x, dims, n, none, 0, w ? &w->fc1 : nullptr, w ? &w->fc2 : nullptr);
     add_norm_forward(norm, P, r.norm3, b.x, b.proj, n, d, none, 0);
   }
   cpu::layernorm_forward(b.sum, b.mean, b.rstd, b.x, P + refs.decoder_norm.gamma, P + refs.decoder_norm.beta, n,

@@ -339,9 +339,11 @@ void norm_forward(NormActs& a, const float* params, const LayerNormRef& r, const
 // out in place when a.mask is set; a.out may be x (x is read before a.out is written).
 void add_norm_forward(AddNormActs& a, const float* params, const LayerNormRef& r, const float* x /* (rows, d) */,
                       float* y /* (rows, d) */, int64_t rows, int64_t d, const Dropout& dropout, int64_t site);
-// a.out = fc2(dropout(ReLU(fc1(x)))), dropout when a.mask is set.
+// a.out = fc2(dropout(ReLU(fc1(x)))), dropout when a.mask is set; fc1_packed and fc2_packed, when
+// given, are those weights packed for this call (Note [packed decoder weights] in network.cpp).
 void ffn_forward(FfnActs& a, const float* params, const LinearRef& fc1, const LinearRef& fc2,
-                 const float* x /* (rows, d) */, const Dims& dims, int64_t rows, const Dropout& dropout, int64_t site);
+                 const float* x /* (rows, d) */, const Dims& dims, int64_t rows, const Dropout& dropout, int64_t site,
+                 const cpu::PackedB* fc1_packed = nullptr, const cpu::PackedB* fc2_packed = nullptr);
 
 // Scratch of the Transformer backward.
 struct TransformerGrads {

@@ -119,11 +119,12 @@ void add_norm_forward(AddNormActs& a, const float* P, const LayerNormRef& r, con
 }
 
 void ffn_forward(FfnActs& a, const float* P, const LinearRef& fc1, const LinearRef& fc2, const float* x,
-                 const Dims& dims, int64_t rows, const Dropout& dropout, int64_t site) {
-  cpu::linear_forward(a.hidden, x, P + fc1.weight, P + fc1.bias, rows, dims.d, dims.ffn);
+                 const Dims& dims, int64_t rows, const Dropout& dropout, int64_t site, const cpu::PackedB* fc1_packed,
+                 const cpu::PackedB* fc2_packed) {
+  cpu::linear_forward_packed(a.hidden, x, P + fc1.weight, fc1_packed, P + fc1.bias, rows, dims.d, dims.ffn);
   cpu::relu_forward(a.hidden, a.hidden, rows * dims.ffn);
   if (a.mask) cpu::dropout_forward(a.dropped, a.mask, a.hidden, rows * dims.ffn, dropout.p, dropout.site_seed(site));
-  cpu::linear_forward(a.out, a.dropped, P + fc2.weight, P + fc2.bias, rows, dims.ffn, dims.d);
+  cpu::linear_forward_packed(a.out, a.dropped, P + fc2.weight, fc2_packed, P + fc2.bias, rows, dims.ffn, dims.d);
 }
 
 uint64_t Dropout::site_seed(int64_t site) const {

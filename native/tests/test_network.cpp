@@ -343,20 +343,17 @@ SAFL_TEST(network_init_random_roles_and_determinism) {
   }
 }
 
-SAFL_TEST(network_greedy_matches_teacher_forcing) {
-  const Config c = micro_config();
-  Network net(c);
-  net.init_random(11);
-  const int64_t B = 6, C = c.num_classes, T = c.tgt_len();
-  const std::vector<float> images = grey_images(c, B, 12);
-  train_micro(net, images, 60);
-  const std::vector<Decoded> greedy = net.recognize(images.data(), B, 1);
-  EXPECT(int64_t(greedy.size()) == B);
+// Greedy words must be what teacher forcing with their own tokens gives: each token the argmax,
+// its probability the log-softmax's, EOS the argmax after a word shorter than max_len, and the
+// confidence the product of the probabilities (and EOS's when the word finished), within
+// confidence_tolerance.
+void expect_greedy_follows_teacher_forcing(Network& net, const std::vector<float>& images,
+                                           const std::vector<Decoded>& greedy, double confidence_tolerance = 1e-5) {
+  const Config& c = net.config();
+  const int64_t C = c.num_classes, T = c.tgt_len();
   const std::vector<float> logits = teacher_forced(net, images, greedy);
-  std::vector<size_t> lengths;
-  for (int64_t b = 0; b < B; ++b) {
+  for (size_t b = 0; b < greedy.size(); ++b) {
     const Decoded& g = greedy[b];
-    lengths.push_back(g.tokens.size());
     EXPECT(g.tokens.size() <= size_t(c.max_len));
     EXPECT(g.probs.size() == g.tokens.size());
     const float* row = logits.data() + b * T * C;
@@ -369,8 +366,22 @@ SAFL_TEST(network_greedy_matches_teacher_forcing) {
     const bool finished = finished_path(row, g, C, c.eos(), c.max_len);
     if (int64_t(g.tokens.size()) < c.max_len) EXPECT(argmax(row + g.tokens.size() * C, C) == c.eos());
     if (finished) product *= std::exp(log_softmax_at(row + g.tokens.size() * C, C, c.eos()));
-    EXPECT_NEAR(g.confidence, product, 1e-5);
+    EXPECT_NEAR(g.confidence, product, confidence_tolerance);
   }
+}
+
+SAFL_TEST(network_greedy_matches_teacher_forcing) {
+  const Config c = micro_config();
+  Network net(c);
+  net.init_random(11);
+  const int64_t B = 6;
+  const std::vector<float> images = grey_images(c, B, 12);
+  train_micro(net, images, 60);
+  const std::vector<Decoded> greedy = net.recognize(images.data(), B, 1);
+  EXPECT(int64_t(greedy.size()) == B);
+  expect_greedy_follows_teacher_forcing(net, images, greedy);
+  std::vector<size_t> lengths;
+  for (const Decoded& g : greedy) lengths.push_back(g.tokens.size());
   std::printf("    greedy lengths:");
   for (size_t n : lengths) std::printf(" %zu", n);
   std::printf("\n");
@@ -400,18 +411,12 @@ SAFL_TEST(network_decoding_from_packed_weights) {
   std::vector<float> images;
   for (int copy = 0; copy < 3; ++copy) images.insert(images.end(), trained.begin(), trained.end());
   const safl::MatmulPrecisionScope precision(safl::MatmulPrecision::BFloat16);
-  const int64_t B = 18, C = c.num_classes, T = c.tgt_len();
+  const int64_t B = 18, C = c.num_classes;
   const std::vector<Decoded> greedy = net.recognize(images.data(), B, 1);
-  const std::vector<float> logits = teacher_forced(net, images, greedy);
-  for (int64_t b = 0; b < B; ++b) {
-    const Decoded& g = greedy[b];
-    const float* row = logits.data() + b * T * C;
-    for (size_t t = 0; t < g.tokens.size(); ++t) {
-      EXPECT(argmax(row + t * C, C) == g.tokens[t]);
-      EXPECT_NEAR(g.probs[t], std::exp(log_softmax_at(row + t * C, C, g.tokens[t])), 1e-5);
-    }
-    if (int64_t(g.tokens.size()) < c.max_len) EXPECT(argmax(row + g.tokens.size() * C, C) == c.eos());
-  }
+  // A step of at most 12 rows (here the last ones, where EOS comes) takes linear_forward's dot
+  // products, which multiply in float32 under any precision, while teacher forcing multiplies all
+  // rows in bfloat16: EOS's probability, so the confidence, differs in the fourth digit.
+  expect_greedy_follows_teacher_forcing(net, images, greedy, 2e-3);
 
   float* classifier = net.param("classifier.weight");
   for (int64_t i = 0; i < C * c.d_model; ++i) classifier[i] = -classifier[i];
