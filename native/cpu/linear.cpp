@@ -9,7 +9,11 @@
 // depend on the thread count, nor on how many rows come with it). A tile of rows × outputs
 // accumulates W-lane partial products and ends with their transposed sums (lane_sums.h). The
 // kernel is written once with the GCC/Clang vector extension and compiled per SIMD level, as the
-// attention kernels are (Note [SIMD variants] in attention.cpp).
+// attention kernels are (Note [SIMD variants] in attention.cpp). A weight already packed
+// (linear_forward_packed) has no packing left to save: its rows always go through
+// sgemm_packed_b. The network keeps packed weights only for bfloat16 decoding, whose panels hold
+// half the stored weight's bytes, and whose few-row steps then multiply in bfloat16 as the
+// steps of more rows do.
 #include "ops/linear.h"
 
 #include <algorithm>
@@ -198,10 +202,6 @@ void linear_forward_packed(float* out, const float* x, const float* weight, cons
                    "linear_forward_packed: expected a weight packed as (", in_features, ", ", out_features,
                    ") but received (", weight_packed->K(), ", ", weight_packed->N(), ")");
   if (N == 0 || out_features == 0) return;
-  if (N <= kFewRows) {
-    linear_forward_few_rows(out, x, weight, bias, N, in_features, out_features);
-    return;
-  }
   linear_forward_rows(out, x, weight, weight_packed, bias, N, in_features, out_features);
 }
 

@@ -20,7 +20,8 @@
 // sgemm packs each of them again each time. With bfloat16 products that packing also converts
 // them to bfloat16, the largest cost of a step at batch 64; recognition then keeps the decoder's
 // projection, FFN and classifier weights packed once (Note [packed B] in ops/gemm.h: half as many
-// bytes as the weights, read straight by the tile kernels). In float32 a packed copy was measured
+// bytes as the weights, read straight by the tile kernels), and every step multiplies them, even
+// one of a single row (Note [few rows] in linear.cpp). In float32 a packed copy was measured
 // no faster (the kernels then read the panels from memory instead of the freshly packed block
 // from L2) and would cost as much memory as the decoder, so float32 decoding packs per step and
 // keeps no copy. The packed weights go stale with the folded copy, and are packed again when the
