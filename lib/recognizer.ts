@@ -9,6 +9,9 @@
 // two-stage pipeline. A batch starts when batchSize images are ready or when nothing more is being
 // decoded, so concurrent calls from many callers merge into full batches, and a lone call does not
 // wait for company. Each job settles its own promise: one bad image fails only its own input.
+// With one native call in flight, one batch tensor per recognizer serves every batch: a service
+// that runs for days allocates it once instead of some megabytes per batch, which glibc's malloc
+// would otherwise scatter across its heap.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
@@ -232,6 +235,7 @@ export class Recognizer {
   #decoding = 0;
   #ready: Job[] = [];
   #running = false;
+  #batchTensor: Float32Array | undefined; // (batchSize, 3, in_h, in_w), made on the first batch
   #idleWaiters: Array<() => void> = [];
 
   /** Use {@link Recognizer.load} or {@link Recognizer.create}. */
@@ -393,7 +397,10 @@ export class Recognizer {
   close(): Promise<void> {
     if (this.#closing === undefined) {
       this.#closed = true;
-      this.#closing = this.#idle().then(() => this.#model.close());
+      this.#closing = this.#idle().then(() => {
+        this.#batchTensor = undefined;
+        this.#model.close();
+      });
     }
     return this.#closing;
   }
@@ -448,7 +455,8 @@ export class Recognizer {
   async #runBatch(batch: Job[]): Promise<void> {
     const { in_h: height, in_w: width } = this.config;
     const size = 3 * height * width;
-    const images = new Float32Array(batch.length * size);
+    this.#batchTensor ??= new Float32Array(this.batchSize * size);
+    const images = this.#batchTensor.subarray(0, batch.length * size);
     batch.forEach((job, i) => {
       toTensor(job.pixels as Buffer, images, i * size, height, width);
       job.pixels = undefined;

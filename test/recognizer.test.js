@@ -259,6 +259,20 @@ describe('Recognizer', () => {
       model.close();
     });
 
+    it('keeps its memory flat over many calls', async () => {
+      // A leak of anything batch-sized (the images, activations, the arena) would add megabytes
+      // per call; 400 calls after a warm-up must not grow the process by more than a few.
+      const model = await NativeModel.create(JSON.stringify(MICRO_CONFIG), 1);
+      const batch = 8;
+      const images = new Float32Array(batch * imageSize).map((_, i) => Math.sin(i));
+      for (let i = 0; i < 50; i++) await model.recognize(images, batch, 1, 'float32');
+      const before = process.memoryUsage().rss;
+      for (let i = 0; i < 400; i++) await model.recognize(images, batch, 1, 'float32');
+      const grownMiB = (process.memoryUsage().rss - before) / 2 ** 20;
+      model.close();
+      assert.ok(grownMiB < 8, `RSS grew by ${grownMiB.toFixed(1)} MiB over 400 calls`);
+    });
+
     it('close() during a call lets the call finish, then frees the network', async () => {
       const model = await NativeModel.create(JSON.stringify(MICRO_CONFIG), 1);
       const running = model.recognize(new Float32Array(4 * imageSize), 4, 1, 'float32');
