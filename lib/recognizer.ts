@@ -235,7 +235,7 @@ export class Recognizer {
   #decoding = 0;
   #ready: Job[] = [];
   #running = false;
-  #batchTensor: Float32Array | undefined; // (batchSize, 3, in_h, in_w), made on the first batch
+  #batchTensor: Float32Array | undefined; // (≥ batch, 3, in_h, in_w): the largest batch so far
   #idleWaiters: Array<() => void> = [];
 
   /** Use {@link Recognizer.load} or {@link Recognizer.create}. */
@@ -455,7 +455,9 @@ export class Recognizer {
   async #runBatch(batch: Job[]): Promise<void> {
     const { in_h: height, in_w: width } = this.config;
     const size = 3 * height * width;
-    this.#batchTensor ??= new Float32Array(this.batchSize * size);
+    if (this.#batchTensor === undefined || this.#batchTensor.length < batch.length * size) {
+      this.#batchTensor = new Float32Array(batch.length * size); // grown to the largest batch so far
+    }
     const images = this.#batchTensor.subarray(0, batch.length * size);
     batch.forEach((job, i) => {
       toTensor(job.pixels as Buffer, images, i * size, height, width);
