@@ -9,9 +9,9 @@
 // two-stage pipeline. A batch starts when batchSize images are ready or when nothing more is being
 // decoded, so concurrent calls from many callers merge into full batches, and a lone call does not
 // wait for company. Each job settles its own promise: one bad image fails only its own input.
-// With one native call in flight, one batch tensor per recognizer serves every batch: a service
-// that runs for days allocates it once instead of some megabytes per batch, which glibc's malloc
-// would otherwise scatter across its heap.
+// With one native call in flight, one batch tensor per recognizer serves every batch (grown to the
+// largest batch so far): a service that runs for days allocates it once or twice instead of some
+// megabytes per batch, which glibc's malloc would otherwise scatter across its heap.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
