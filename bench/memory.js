@@ -20,6 +20,7 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { Recognizer } = require('../dist/index.js');
 const { loadCpuAddon, packageRoot } = require('../dist/native.js');
+const check = require('../dist/validate.js');
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -36,17 +37,18 @@ function fail(message) {
   console.error(`bench/memory.js: ${message}`);
   process.exit(1);
 }
-function positiveInteger(text, option) {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) fail(`expected a positive integer for --${option} but received ${JSON.stringify(text)}`);
-  return n;
+// Options checked with the package's own validation (one message form), reported as usage errors.
+function option(read) {
+  try {
+    return read();
+  } catch (err) {
+    return fail(err.message);
+  }
 }
-
-const mode = values.mode;
-if (mode !== 'pipeline' && mode !== 'native') fail(`expected pipeline or native for --mode but received ${JSON.stringify(mode)}`);
-const rounds = positiveInteger(values.rounds, 'rounds');
-const batchSize = positiveInteger(values['batch-size'], 'batch-size');
-const threads = values.threads === undefined ? undefined : positiveInteger(values.threads, 'threads');
+const mode = option(() => check.oneOf(values.mode, '--mode', ['pipeline', 'native']));
+const rounds = option(() => check.integerText(values.rounds, '--rounds', 1, 1e6));
+const batchSize = option(() => check.integerText(values['batch-size'], '--batch-size', 1, 1024));
+const threads = values.threads === undefined ? undefined : option(() => check.integerText(values.threads, '--threads', 1, 1024));
 if (typeof global.gc !== 'function') fail('run it with node --expose-gc, so that each reading follows a full collection');
 if (positionals.length === 0) fail('name image files or directories to recognise');
 

@@ -154,8 +154,9 @@ void linear_forward_few_rows(float* out, const float* x, const float* weight, co
   });
 }
 
-// out = x · Wᵀ + b for more than kFewRows rows: the bias rows, then one sgemm adding the product
-// (from the packed weight when there is one).
+// out = x · Wᵀ + b through sgemm: the bias rows, then one product added to them (from the packed
+// weight when there is one). linear_forward sends it more than kFewRows rows; linear_forward_packed
+// any number.
 void linear_forward_rows(float* out, const float* x, const float* weight, const PackedB* weight_packed,
                          const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
   if (bias) {
