@@ -23,6 +23,12 @@
 // uninterrupted run's losses exactly, and the tests compare them with ===, not with a tolerance:
 // any difference means lost state. The precision is stored with the options and may be changed on
 // resume (the curve then goes on from the same state, with other rounding).
+//
+// Note [fine-tuning]: Trainer.create({ init: modelFile }) starts a new run from a model file's
+// weights and batch-norm statistics instead of random ones: its configuration and charset come from
+// the file (a config or charset given beside it must agree), and everything else is a new run's —
+// Adam's moments at zero, step 0, the schedule and its warm-up from the start. The file's own
+// training summary is kept as `init` in the new run's, so a model says what it was fine-tuned from.
 import { appendFile, mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset } from './charset.js';
@@ -31,7 +37,7 @@ import { DatasetScore } from './data/metrics.js';
 import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
-import { encodeMetadata, writeFileAtomic, type ModelConfig } from './model-file.js';
+import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
 import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
@@ -117,6 +123,11 @@ export interface TrainerCreateOptions extends TrainOptions {
   device?: Device;
   /** Size of the native thread pool, 1…1024 (process-wide; default: the hardware threads). */
   threads?: number;
+  /**
+   * A model file to fine-tune (Note [fine-tuning]): the run starts from its weights, with its
+   * configuration and charset (config and charset, when given too, must agree with the file's).
+   */
+  init?: string;
 }
 
 /** What may change when a run is resumed (everything else comes from the checkpoint). */
@@ -245,7 +256,7 @@ interface NativeTrainer {
   step(images: Float32Array, targets: Int32Array, batch: number, options: Record<string, number | boolean | string>): Promise<NativeStepResult>;
   recognize(images: Float32Array, batch: number, beamWidth: number, precision: 'float32'): Promise<NativeWord[]>;
   save(dtype: 'float32' | 'float16', metadata: Record<string, string>, withOptimizer: boolean): Promise<Buffer>;
-  load(bytes: Uint8Array, source: string): Promise<void>;
+  load(bytes: Uint8Array, source: string, withOptimizer: boolean): Promise<void>;
   close(): void;
 }
 interface NativeAddon {
@@ -306,6 +317,16 @@ export interface ResolvedOptions {
   logEvery: number;
   precision: Precision;
   notes: Record<string, unknown>;
+  /** The model file the run was fine-tuned from and its training summary (Note [fine-tuning]). */
+  init: InitRecord | null;
+}
+
+/** Where a fine-tuned run started (Note [fine-tuning]). */
+export interface InitRecord {
+  /** The model file, as given. */
+  model: string;
+  /** Its training summary. */
+  training: Record<string, unknown>;
 }
 
 const TRAIN_OPTION_KEYS = [
@@ -313,7 +334,7 @@ const TRAIN_OPTION_KEYS = [
   'eps', 'weightDecay', 'clip', 'unknownChars', 'longLabels', 'checkpointDir', 'checkpointEvery', 'validateEvery',
   'validateSamples', 'logEvery', 'precision', 'notes',
 ] as const;
-const CREATE_OPTION_KEYS = [...TRAIN_OPTION_KEYS, 'config', 'charset', 'seed', 'device', 'threads'] as const;
+const CREATE_OPTION_KEYS = [...TRAIN_OPTION_KEYS, 'config', 'charset', 'seed', 'device', 'threads', 'init'] as const;
 const RESUME_OPTION_KEYS = [
   'iterations', 'checkpointDir', 'checkpointEvery', 'validateEvery', 'validateSamples', 'logEvery', 'precision', 'device', 'threads',
   'config',
@@ -371,17 +392,18 @@ function resolveOptions(raw: Record<string, unknown>, seed: number): ResolvedOpt
     logEvery: optional(raw.logEvery, 10, (v) => steps(v, 'logEvery')),
     precision: optional(raw.precision, 'float32' as Precision, (v) => check.oneOf(v, 'precision', PRECISIONS)),
     notes,
+    init: (raw.init as InitRecord | null | undefined) ?? null,
   };
 }
 
-/** "d_model is 32 in the checkpoint but 256 in this run; …" (empty when the configs agree). */
-export function configDifferences(checkpoint: ModelConfig, expected: ModelConfig): string {
+/** "d_model is 32 in the checkpoint (or `file`) but 256 in this run; …" (empty when the configs agree). */
+export function configDifferences(checkpoint: ModelConfig, expected: ModelConfig, file = 'checkpoint'): string {
   const keys = [...new Set([...Object.keys(checkpoint), ...Object.keys(expected)])];
   return keys
     .filter((k) => JSON.stringify((checkpoint as unknown as Record<string, unknown>)[k]) !== JSON.stringify((expected as unknown as Record<string, unknown>)[k]))
     .map((k) => {
       const show = (c: ModelConfig) => JSON.stringify((c as unknown as Record<string, unknown>)[k]) ?? 'absent';
-      return `${k} is ${show(checkpoint)} in the checkpoint but ${show(expected)} in this run`;
+      return `${k} is ${show(checkpoint)} in the ${file} but ${show(expected)} in this run`;
     })
     .join('; ');
 }
@@ -608,7 +630,8 @@ export class Trainer {
   }
 
   /**
-   * A new model (random weights, deterministic in `seed`) and the options of its training run.
+   * A new model (random weights, deterministic in `seed`, or with `init` a model file's) and the
+   * options of its training run.
    * @param options - config ('tiny' default, 'base' or an object), charset, seed (0…2^53−1,
    *   default 0), device, threads, and the {@link TrainOptions}: batchSize (2…4096, default 64),
    *   iterations (default 100000), lr (peak, default 1e-3), schedule ('inverse-sqrt' default,
@@ -617,22 +640,56 @@ export class Trainer {
    *   'adamw'), beta1/beta2/eps (0.9, 0.98, 1e-9), weightDecay (0), clip (5; 0 = off),
    *   unknownChars ('skip' | 'unk'), longLabels ('skip' | 'error'), checkpointDir,
    *   checkpointEvery (1000), validateEvery (1000), validateSamples, logEvery (10), precision
-   *   ('float32' default or 'bfloat16'), notes.
+   *   ('float32' default or 'bfloat16'), notes; init, a model file to fine-tune (Note
+   *   [fine-tuning]: the run starts from its weights, configuration and charset).
    * @throws TypeError / RangeError "Expected <what> for <option> but received <value>" for a bad
    *   option or an unknown option name; Error naming the configuration field at fault; Error for
-   *   device 'cuda' (as {@link Recognizer.load}), also with precision 'bfloat16'.
+   *   device 'cuda' (as {@link Recognizer.load}), also with precision 'bfloat16'; for init, the
+   *   errors of {@link Recognizer.load} for a bad model file, and Error "<file>: the model reads
+   *   another charset …" or "<file>: the model is of another configuration (…)" when charset or
+   *   config disagree with it.
    */
   static async create(options?: TrainerCreateOptions): Promise<Trainer> {
     const raw = check.options(options, 'options');
     checkKeys(raw, CREATE_OPTION_KEYS, 'Trainer.create');
     const device = optional(raw.device, 'auto' as Device, (v) => check.oneOf(v, 'device', DEVICES));
     const threads = optional(raw.threads, undefined as number | undefined, (v) => check.integer(v, 'threads', 1, 1024));
-    const charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
+    const initFile = optional(raw.init, undefined as string | undefined, (v) => check.filePath(v, 'init'));
+    let charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
     const seed = optional(raw.seed, 0, (v) => check.integer(v, 'seed', 0, Number.MAX_SAFE_INTEGER));
-    const resolved = resolveOptions(raw, seed);
+    if (initFile === undefined) {
+      const resolved = resolveOptions({ ...raw, init: null }, seed);
+      const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
+      const configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
+      const native = await addon.NativeTrainer.create(configJson, seed);
+      if (threads !== undefined) setPoolThreads(threads);
+      return new Trainer(constructing, native, runsOn, charset, resolved);
+    }
+
+    // Note [fine-tuning]
+    const bytes = await readModelFile(initFile);
+    const model = readMetadata(bytes, initFile);
+    if (raw.charset !== undefined && JSON.stringify(charset) !== JSON.stringify(model.charset)) {
+      throw new Error(
+        `${initFile}: the model reads another charset (${model.charset.length} characters: ${describe(model.charset.join(''))}) than the charset option (${charset.length}: ${describe(charset.join(''))})`,
+      );
+    }
+    charset = model.charset;
+    const resolved = resolveOptions({ ...raw, init: { model: initFile, training: model.training } }, seed);
     const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
-    const configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
-    const native = await addon.NativeTrainer.create(configJson, seed);
+    if (raw.config !== undefined) {
+      const expected = JSON.parse(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
+      expected.dropout = shortestFloat32(expected.dropout);
+      const differences = configDifferences(model.config, expected, 'model');
+      if (differences !== '') throw new Error(`${initFile}: the model is of another configuration (${differences})`);
+    }
+    const native = await addon.NativeTrainer.create(JSON.stringify(model.config), seed);
+    try {
+      await native.load(bytes, initFile, false);
+    } catch (err) {
+      native.close();
+      throw err;
+    }
     if (threads !== undefined) setPoolThreads(threads);
     return new Trainer(constructing, native, runsOn, charset, resolved);
   }
@@ -672,7 +729,7 @@ export class Trainer {
     }
     const native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
     try {
-      await native.load(bytes, file);
+      await native.load(bytes, file, true);
     } catch (err) {
       native.close();
       throw err;
@@ -942,6 +999,7 @@ export class Trainer {
       started: this.#started,
       seconds: Math.round(this.#seconds),
       ...(Object.keys(o.notes).length > 0 ? { notes: o.notes } : {}),
+      ...(o.init === null ? {} : { init: o.init }),
       ...(Object.keys(metrics).length > 0 ? { metrics } : {}),
     };
   }

@@ -72,7 +72,7 @@ describe('safl train', () => {
     assert.equal(code, 0);
     assert.equal(stdout, TRAIN_HELP);
     for (const flag of ['--config', '--data', '--val', '--synth-words', '--synth-font', '--iterations', '--batch-size', '--lr', '--schedule', '--warmup', '--loss', '--gamma', '--alpha',
-      '--seed', '--device', '--threads', '--precision', '--checkpoint-dir', '--checkpoint-every', '--validate-every', '--resume', '--long-labels', '--unknown-chars']) {
+      '--seed', '--device', '--threads', '--precision', '--checkpoint-dir', '--checkpoint-every', '--validate-every', '--resume', '--init', '--long-labels', '--unknown-chars']) {
       assert.ok(stdout.includes(flag), flag);
     }
   });
@@ -144,6 +144,26 @@ describe('safl train', () => {
       `safl: ${words}: cannot read the word list (ENOENT: no such file or directory, open '${words}')`);
   });
 
+  it('--init fine-tunes a model file: its config and charset, a new optimizer and schedule', async function () {
+    this.timeout(60000);
+    const first = tempDir('cli-first');
+    const trained = await run([...common(), '--iterations', '2', '--checkpoint-dir', first]);
+    assert.equal(trained.code, 0, trained.stderr);
+    const model = path.join(first, 'model.safetensors');
+    const dir = tempDir('cli-tuned');
+    const { code, stderr } = await run(['--init', model, '--data', data, '--batch-size', '8', '--iterations', '3', '--lr', '0.0001',
+      '--threads', '2', '--checkpoint-dir', dir]);
+    assert.equal(code, 0, stderr);
+    assert.match(stderr.split('\n')[0], new RegExp(`^safl train: fine-tuning ${model.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, 3 steps of 8 images, focal .* adam lr 0\\.0001 `));
+    const recognizer = await Recognizer.load(path.join(dir, 'model.safetensors'));
+    assert.deepEqual([...recognizer.charset], [...WORD_CHARSET]);
+    assert.equal(recognizer.config.d_model, MICRO.d_model);
+    assert.equal(recognizer.training.steps, 3);
+    assert.equal(recognizer.training.init.model, model);
+    assert.equal(recognizer.training.init.training.steps, 2);
+    await recognizer.close();
+  });
+
   describe('bad flags', () => {
     let checkpointDir;
     before(async function () {
@@ -168,6 +188,8 @@ describe('safl train', () => {
       [['--synth-words', ''], "safl: Expected a file path for --synth-words but received ''"],
       [['--synth-font', '/no/such.ttf'], "safl: --synth-words and --synth-font shape the 'synth' source, but neither --data nor --val is synth"],
       [['--data', 'synth', '--synth-font', '/no/such.ttf'], 'safl: /no/such.ttf: no such file or directory'],
+      [['--init', '/no/model.safetensors'], 'safl: /no/model.safetensors: no such file'],
+      [['--init', ''], "safl: Expected a file path for --init but received ''"],
     ];
     for (const [flags, message] of cases) {
       it(`${flags.join(' ')}`, async () => {
@@ -187,6 +209,8 @@ describe('safl train', () => {
     it('--resume with a missing checkpoint, a changed option, or another config', async () => {
       const missing = await run(['--resume', '/nonexistent/run']);
       assert.equal(missing.stderr.trim(), 'safl: /nonexistent/run: no such file');
+      const init = await run(['--resume', checkpointDir, '--init', path.join(checkpointDir, 'model.safetensors')]);
+      assert.equal(init.stderr.trim(), 'safl: --init starts a new run from a model file; it cannot be given with --resume');
       const changed = await run(['--resume', checkpointDir, '--lr', '0.1']);
       assert.equal(changed.code, 1);
       assert.equal(changed.stderr.trim(), "safl: --lr cannot be changed when resuming: a resumed run keeps its checkpoint's options (see safl train --help)");

@@ -369,6 +369,82 @@ describe('Trainer', () => {
     });
   });
 
+  describe('fine-tuning a model file (init)', () => {
+    /** The float32 model of a micro run trained for `steps` steps, and the first loss of that run. */
+    async function trainedModel(steps) {
+      const dir = tempDir('base-run');
+      const trainer = await micro({ batchSize: 16, iterations: steps, warmup: 10, checkpointDir: dir });
+      const losses = [];
+      await trainer.train({ sources: [wordSource(WORDS, 64)], onStep: (s) => losses.push(s.loss) });
+      await trainer.close();
+      return { file: path.join(dir, 'model.safetensors'), firstLoss: losses[0] };
+    }
+
+    it('starts from the file\'s weights, configuration and charset with a new optimizer, and records where it started', async function () {
+      this.timeout(120000);
+      const base = await trainedModel(60);
+      const dir = tempDir('fine-tune');
+      const options = { init: base.file, seed: 5, batchSize: 16, iterations: 4, lr: 1e-4, warmup: 2, checkpointDir: dir };
+      const tuned = await Trainer.create(options);
+      assert.deepEqual(tuned.config, { ...TRAIN_MICRO, num_classes: WORD_CHARSET.length + 3 });
+      assert.deepEqual([...tuned.charset], [...WORD_CHARSET]);
+      assert.equal(tuned.step, 0);
+      // Before any step its model is the file's, tensor for tensor and bit for bit.
+      const copy = path.join(tempDir('copy'), 'model.safetensors');
+      await tuned.saveModel(copy);
+      const [original, saved] = [base.file, copy].map((f) => readSafetensors(fs.readFileSync(f)));
+      for (const [name, info] of Object.entries(original.header)) {
+        if (name === '__metadata__') continue;
+        const bytes = (part) => part.data.subarray(part.header[name].data_offsets[0], part.header[name].data_offsets[1]);
+        assert.deepEqual(saved.header[name].shape, info.shape, name);
+        assert.ok(bytes(saved).equals(bytes(original)), `${name} differs from the file's`);
+      }
+      // It goes on from there: its first loss is far below a new model's on the same words.
+      const losses = [];
+      const result = await tuned.train({ sources: [wordSource(WORDS, 64)], onStep: (s) => losses.push(s.loss) });
+      await tuned.close();
+      assert.equal(result.steps, 4);
+      assert.ok(losses[0] < base.firstLoss / 2, `first loss ${losses[0]}, a new model's ${base.firstLoss}`);
+      // The step counts and the schedule are the new run's; the model file says what it was tuned from.
+      const recognizer = await Recognizer.load(result.model);
+      const baseSummary = (await Recognizer.load(base.file)).training;
+      assert.equal(recognizer.training.steps, 4);
+      assert.deepEqual(recognizer.training.lr, { peak: 1e-4, schedule: 'inverse-sqrt', warmup: 2 });
+      assert.deepEqual(recognizer.training.init, { model: base.file, training: baseSummary });
+      await recognizer.close();
+      // A resumed fine-tuning run keeps that record.
+      const resumed = await Trainer.resume(dir, { iterations: 5 });
+      assert.deepEqual(resumed.trainingSummary().init, { model: base.file, training: baseSummary });
+      await resumed.close();
+    });
+
+    it('refuses a bad init, and a config or charset that disagrees with the file', async function () {
+      this.timeout(60000);
+      const modelFile = await microModelFile(); // the default charset, d_model 16
+      await assert.rejects(micro({ init: 5 }), { name: 'TypeError', message: 'Expected a file path for init but received 5' });
+      await assert.rejects(micro({ init: '/nonexistent/model.safetensors' }), { message: '/nonexistent/model.safetensors: no such file' });
+      const dir = tempDir('init-checkpoint');
+      const trainer = await micro({ iterations: 1, checkpointDir: dir });
+      await trainer.train({ sources: [wordSource(WORDS, 8)] });
+      await trainer.close();
+      const checkpoint = path.join(dir, 'checkpoint.safetensors');
+      await assert.rejects(Trainer.create({ init: checkpoint }), {
+        message: `${checkpoint}: unsupported model format 'safl-checkpoint/1' (this version of safl reads 'safl-model/1')`,
+      });
+      await assert.rejects(Trainer.create({ init: modelFile, charset: WORD_CHARSET }), {
+        message: new RegExp(`^${modelFile.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: the model reads another charset \\(94 characters: .*\\) than the charset option \\(${WORD_CHARSET.length}: `),
+      });
+      await assert.rejects(Trainer.create({ init: modelFile, config: 'tiny' }), {
+        message: new RegExp(`: the model is of another configuration \\(loc_channels is \\[4,4,4,4,4,4\\] in the model but \\[16,32,64,128,128,128\\] in this run; `),
+      });
+      // Its own config and charset, given again, are accepted.
+      const recognizer = await Recognizer.load(modelFile);
+      const same = await Trainer.create({ init: modelFile, config: { ...recognizer.config }, charset: recognizer.charset.join('') });
+      assert.deepEqual(same.config, recognizer.config);
+      await Promise.all([same.close(), recognizer.close()]);
+    });
+  });
+
   describe('bad inputs', () => {
     it('refuses bad options with exact messages', async () => {
       const cases = [
@@ -454,10 +530,12 @@ describe('Trainer', () => {
       // The native loader checks the configuration too, naming every difference.
       const { NativeTrainer } = loadCpuAddon();
       const other = await NativeTrainer.create(JSON.stringify({ ...TRAIN_MICRO, num_classes: 13, ffn: 32, max_len: 8 }), 0);
-      await assert.rejects(other.load(fs.readFileSync(file), file), {
+      await assert.rejects(other.load(fs.readFileSync(file), file, true), {
         message: `${file}: the checkpoint is of another configuration (ffn is 64 in the checkpoint but 32 in this trainer; max_len is 6 in the checkpoint but 8 in this trainer)`,
       });
-      await assert.rejects(other.load(fs.readFileSync(modelFile), 'model'), { message: /^model: the checkpoint is of another configuration/ });
+      await assert.rejects(other.load(fs.readFileSync(modelFile), 'model', true), { message: /^model: the checkpoint is of another configuration/ });
+      await assert.rejects(other.load(fs.readFileSync(modelFile), 'model', false), { message: /^model: the model is of another configuration/ });
+      assert.throws(() => other.load(fs.readFileSync(file), file), { name: 'TypeError', message: 'Expected a boolean for withOptimizer but received undefined' });
       other.close();
     });
   });

@@ -40,6 +40,10 @@ Model:
   --config C              tiny (default), base, or a JSON file holding a whole configuration
   --charset CHARS         the characters the model reads, as one string
                           (default: the 94 printable ASCII characters without space)
+  --init MODEL            fine-tune a model file (the shipped one: models/default.safetensors in
+                          the package): start from its weights, configuration and charset, with
+                          a new optimizer and schedule; --config and --charset, if given, must
+                          match it
 
 Training:
   --iterations N          steps in all (default: 100000)
@@ -87,6 +91,7 @@ Examples:
   safl train --data synth --iterations 50000 --checkpoint-dir runs/synth
   safl train --data data/mj:2 --data data/st:1 --val data/ic13 --config base --batch-size 128
   safl train --resume runs/synth --iterations 80000
+  safl train --init model.safetensors --data data/signs --lr 0.0002 --schedule cosine --iterations 5000
 `;
 
 /** Flags that a resumed run takes from its checkpoint (Note [what --resume keeps]). */
@@ -214,7 +219,7 @@ const FLAGS: Record<string, string> = {
   clip: '--clip', unknownChars: '--unknown-chars', longLabels: '--long-labels', checkpointDir: '--checkpoint-dir',
   checkpointEvery: '--checkpoint-every', validateEvery: '--validate-every', validateSamples: '--val-samples',
   logEvery: '--log-every', charset: '--charset', seed: '--seed', device: '--device', threads: '--threads',
-  precision: '--precision',
+  precision: '--precision', init: '--init',
 };
 
 /** Option errors of the Trainer ("… for lr but …") rewritten with the flag ("… for --lr but …"). */
@@ -262,6 +267,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       'validate-every': { type: 'string' },
       'log-every': { type: 'string' },
       resume: { type: 'string' },
+      init: { type: 'string' },
       precision: { type: 'string' },
       device: { type: 'string' },
       threads: { type: 'string' },
@@ -297,6 +303,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
 
   let trainer: Trainer;
   if (values.resume !== undefined) {
+    if (values.init !== undefined) throw new Error('--init starts a new run from a model file; it cannot be given with --resume');
     const fixed = FIXED_ON_RESUME.find((name) => values[name] !== undefined);
     if (fixed !== undefined) {
       throw new Error(`--${fixed} cannot be changed when resuming: a resumed run keeps its checkpoint's options (see safl train --help)`);
@@ -312,6 +319,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       checkpointDir: run.checkpointDir ?? 'checkpoints',
       config,
       charset: values.charset,
+      init: values.init,
       batchSize: int('batch-size', 2, 4096),
       lr: num('lr'),
       schedule: values.schedule === undefined ? undefined : check.oneOf(values.schedule, '--schedule', ['inverse-sqrt', 'cosine', 'constant'] as const),
@@ -357,7 +365,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     if (valSpec !== undefined) validation = await openData(valSpec, trainer, trainer.options.seed + 1, synth);
     const o = trainer.options;
     progress.line(
-      `safl train: ${trainer.step > 0 ? `resuming at step ${trainer.step}, ` : ''}${o.iterations} steps of ${o.batchSize} images, ` +
+      `safl train: ${trainer.step > 0 ? `resuming at step ${trainer.step}, ` : ''}${o.init === null ? '' : `fine-tuning ${o.init.model}, `}${o.iterations} steps of ${o.batchSize} images, ` +
         `${o.loss}${o.loss === 'focal' ? ` (gamma ${o.gamma}, alpha ${o.alpha})` : ''}, ${o.optimizer} lr ${o.lr} ${o.schedule} ` +
         `(warm-up ${o.warmup}), data ${sources.map((s) => `${s.source.name}${sources.length > 1 ? `:${s.ratio}` : ''}`).join(' + ')}` +
         `${validation ? `, validation ${validation.name}` : ''}${o.precision === 'bfloat16' ? ', bfloat16 products' : ''}; writing to ${o.checkpointDir}`,

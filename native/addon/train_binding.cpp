@@ -8,7 +8,8 @@
 //   trainer.step(images, targets, B, options) → Promise<{ loss, correct, tokens, gradNorm, skipped }>
 //   trainer.recognize(images, B, beamWidth, precision) → Promise<Array<{ tokens, probs, confidence }>>
 //   trainer.save(dtype, metadata, withOptimizer) → Promise<Buffer>
-//   trainer.load(bytes, source) → Promise<undefined>                  a checkpoint of the same config
+//   trainer.load(bytes, source, withOptimizer) → Promise<undefined>   a checkpoint (withOptimizer) or a
+//                                                                     model file of the same config
 //   trainer.close()                                                   frees the network's memory
 //
 // step() is one training step in one call: the training forward (batch norm on batch statistics,
@@ -22,6 +23,8 @@
 // Checkpoints (save with withOptimizer): the network's parameters and buffers, "optimizer.m" and
 // "optimizer.v" (P floats each, laid out as the parameters), all float32, and the metadata the
 // caller passes plus "optimizer_step". load() reads one back into a trainer of the same config.
+// load() without withOptimizer reads a model file's weights and batch-norm statistics only, to
+// fine-tune it: the moments start at zero and the optimizer step count at 0, as in a new run.
 //
 // Note [skipped steps leave the state unchanged]: when the loss or the gradient norm is NaN or
 // infinite, step() makes no optimizer update, does not count the step, and restores the batch-norm
@@ -385,8 +388,14 @@ Napi::Value NativeTrainer::Save(const Napi::CallbackInfo& info) {
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, const std::shared_ptr<TrainerState>& state, Napi::Uint8Array bytes, std::string source)
-      : PromiseWorker(env), call_(handle_of(state)), state_(*state), bytes_(bytes), source_(std::move(source)) {}
+  LoadWorker(Napi::Env env, const std::shared_ptr<TrainerState>& state, Napi::Uint8Array bytes, std::string source,
+             bool with_optimizer)
+      : PromiseWorker(env),
+        call_(handle_of(state)),
+        state_(*state),
+        bytes_(bytes),
+        source_(std::move(source)),
+        with_optimizer_(with_optimizer) {}
 
  protected:
   void Run() override {
@@ -394,32 +403,36 @@ class LoadWorker : public PromiseWorker {
     model::Network& network = lock.host();
     SafeTensors file =
         SafeTensors::parse(std::vector<uint8_t>(bytes_.data(), bytes_.data() + bytes_.size()), source_);
+    const char* what = with_optimizer_ ? "checkpoint" : "model";
     const std::string differences = config_differences(file_config(file, source_), network.config());
-    SAFL_CHECK(differences.empty(), source_, ": the checkpoint is of another configuration (", differences, ")");
+    SAFL_CHECK(differences.empty(), source_, ": the ", what, " is of another configuration (", differences, ")");
 
     const model::Layout& layout = network.layout();
-    const auto& metadata = file.metadata();
-    const auto step_text = metadata.find(kStepKey);
-    SAFL_CHECK(file.find(kMomentName) && file.find(kVelocityName) && step_text != metadata.end(), source_,
-               ": not a training checkpoint (no optimizer state: \"", kMomentName, "\", \"", kVelocityName,
-               "\" and \"", kStepKey, "\")");
-    const int64_t step = json::parse(step_text->second, source_ + ": " + kStepKey)
-                             .as_integer(source_ + ": " + kStepKey, 0, kMaxSafeInteger);
-    for (const TensorInfo& t : file.tensors()) {
-      const bool known = t.name == kMomentName || t.name == kVelocityName ||
-                         std::any_of(layout.params.begin(), layout.params.end(),
-                                     [&](const model::TensorSpec& p) { return p.name == t.name; }) ||
-                         std::any_of(layout.buffers.begin(), layout.buffers.end(),
-                                     [&](const model::TensorSpec& b) { return b.name == t.name; });
-      SAFL_CHECK(known, source_, ": unexpected tensor '", t.name, "' (not part of this model's layout)");
+    std::vector<float> m(layout.param_floats, 0.0f), v(layout.param_floats, 0.0f);
+    int64_t step = 0;
+    if (with_optimizer_) {
+      const auto& metadata = file.metadata();
+      const auto step_text = metadata.find(kStepKey);
+      SAFL_CHECK(file.find(kMomentName) && file.find(kVelocityName) && step_text != metadata.end(), source_,
+                 ": not a training checkpoint (no optimizer state: \"", kMomentName, "\", \"", kVelocityName,
+                 "\" and \"", kStepKey, "\")");
+      step = json::parse(step_text->second, source_ + ": " + kStepKey)
+                 .as_integer(source_ + ": " + kStepKey, 0, kMaxSafeInteger);
+      for (const TensorInfo& t : file.tensors()) {
+        const bool known = t.name == kMomentName || t.name == kVelocityName ||
+                           std::any_of(layout.params.begin(), layout.params.end(),
+                                       [&](const model::TensorSpec& p) { return p.name == t.name; }) ||
+                           std::any_of(layout.buffers.begin(), layout.buffers.end(),
+                                       [&](const model::TensorSpec& b) { return b.name == t.name; });
+        SAFL_CHECK(known, source_, ": unexpected tensor '", t.name, "' (not part of this model's layout)");
+      }
+      file.read(kMomentName, {layout.param_floats}, m.data());
+      file.read(kVelocityName, {layout.param_floats}, v.data());
     }
     // The moments first, then the network: Network::load and reload() each leave things as they
     // were when they fail (with CUDA the device network is the trainer's state until reload()
     // replaces it), so a failure leaves the trainer as it was.
-    std::vector<float> m(layout.param_floats), v(layout.param_floats);
-    file.read(kMomentName, {layout.param_floats}, m.data());
-    file.read(kVelocityName, {layout.param_floats}, v.data());
-    network.load(file, /*allow_extra=*/true);
+    network.load(file, /*allow_extra=*/with_optimizer_);
     lock.reload();
     set_moments(lock, state_, m, v);
     state_.optimizer_step = step;
@@ -431,14 +444,16 @@ class LoadWorker : public PromiseWorker {
   TrainerState& state_;  // kept alive by call_
   HeldArray<uint8_t> bytes_;
   std::string source_;
+  bool with_optimizer_;
 };
 
 Napi::Value NativeTrainer::Load(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     const Napi::Uint8Array bytes = read_bytes(info[0], "bytes");
     const std::string source = read_string(info[1], "source");
+    const bool with_optimizer = read_boolean(info[2], "withOptimizer");
     state_->handle.check_open(info.Env());
-    return (new LoadWorker(info.Env(), state_, bytes, source))->start();
+    return (new LoadWorker(info.Env(), state_, bytes, source, with_optimizer))->start();
   });
 }
 
