@@ -13,7 +13,14 @@
 // + Adam). Precisions: of safl's matrix products (common/matmul_precision.h; default float32
 // only); the table shows the one the products really used (bfloat16 needs AMX). The peer always
 // runs float32. Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
-// Debian's python3-torch.
+// Debian's python3-torch with OpenBLAS (libopenblas0-pthread).
+//
+// Note [the peer's BLAS]: Debian's python3-torch takes its BLAS from whatever provides libblas.so.3.
+// Installed alone it pulls in the reference BLAS (libblas3), plain loops that made the peer 4–5 times
+// slower here (tiny batch-8 teacher-forced forward: 7.0 against 31.3 images/s with OpenBLAS), which
+// would inflate every ratio (OpenBLAS's own libraries are mapped either way, through LAPACK). The
+// wrapper reports the libblas.so file the peer's process mapped, and one that is not OpenBLAS's
+// stops the benchmark.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -66,14 +73,23 @@ with contextlib.redirect_stdout(out):
     runpy.run_path(peer, run_name="__main__")
 res = json.loads(out.getvalue().strip().splitlines()[-1])
 res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+res["blas"] = sorted({l.split()[-1] for l in open("/proc/self/maps") if l.rsplit("/", 1)[-1].startswith("libblas.so")})
 print(json.dumps(res))
 `;
 
 // The peer measures greedy and teacher-forced decoding in one process ('infer'), training in another.
 function peerRun(config, batch, peerMode, threads) {
   const stepsFor = peerMode === 'train' ? steps(config, batch, 'train') : steps(config, batch, 'greedy');
-  return runJson(values.python, ['-c', PEER_WRAPPER, values.peer, '--config', config, '--batch', `${batch}`,
+  const res = runJson(values.python, ['-c', PEER_WRAPPER, values.peer, '--config', config, '--batch', `${batch}`,
     '--threads', threads, '--steps', `${stepsFor}`, '--mode', peerMode]);
+  // Note [the peer's BLAS]
+  if (res.blas.length === 0 || !res.blas.every((lib) => lib.includes('openblas'))) {
+    console.error(`bench/model.js: the peer's PyTorch runs on ${res.blas.join(', ') || 'no libblas.so'}, not OpenBLAS's, ` +
+      'which makes it several times slower than the peer should be; install it (apt-get install libopenblas0-pthread)');
+    process.exit(1);
+  }
+  peerBlas = res.blas.join(', ');
+  return res;
 }
 
 const PEER_KEYS = { greedy: 'infer_greedy_img_per_s', forward: 'infer_teacher_forced_img_per_s', train: 'train_img_per_s' };
@@ -106,6 +122,7 @@ for (const precision of precisions) {
 
 const rows = [];
 let torchVersion = '';
+let peerBlas = '';
 let simd = '';
 for (const config of values.configs.split(',')) {
   for (const batch of values.batches.split(',').map(Number)) {
@@ -144,7 +161,7 @@ for (const config of values.configs.split(',')) {
 
 // Ratios against the peer's greedy and teacher-forced numbers of the same run.
 const ofRepeats = repeats > 1 ? `, medians of ${repeats} alternating runs` : '';
-console.log(`safl vs PyTorch ${torchVersion} peer, ${values.threads} threads, safl SIMD ${simd}${ofRepeats}\n`);
+console.log(`safl vs PyTorch ${torchVersion} peer (${peerBlas}), ${values.threads} threads, safl SIMD ${simd}${ofRepeats}\n`);
 const rangeHead = repeats > 1 ? ' range of the ratios |' : '';
 console.log(`| config | batch | mode | safl products | safl img/s | peer img/s | safl / peer |${rangeHead} safl peak RSS MiB | peer peak RSS MiB |`);
 console.log(`|---|---|---|---|---|---|---|${repeats > 1 ? '---|' : ''}---|---|`);
