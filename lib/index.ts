@@ -1,5 +1,5 @@
-// safl's public API: Recognizer reads the text in word images; info() and setThreads() describe
-// and size the native core. Training arrives with the trainer.
+// safl's public API: Recognizer reads the text in word images; Trainer trains (or fine-tunes) the
+// model; info() and setThreads() describe and size the native core.
 import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
 import * as check from './validate.js';
 
@@ -76,6 +76,7 @@ export type {
   TrainOptions,
   TrainerCreateOptions,
   TrainerResumeOptions,
+  InitRecord,
   TrainData,
   WeightedSource,
   StepReport,
