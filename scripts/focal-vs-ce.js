@@ -25,6 +25,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
+const check = require('../dist/validate.js');
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -42,18 +43,23 @@ const { values, positionals } = parseArgs({
   },
 });
 
-function positiveInteger(text, option) {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new RangeError(`--${option}: expected a positive integer but received ${JSON.stringify(text)}`);
-  return value;
+// Options checked with the package's own validation (one message form), reported as usage errors.
+function option(read) {
+  try {
+    return read();
+  } catch (err) {
+    console.error(`focal-vs-ce: ${err.message}`);
+    process.exit(1);
+  }
 }
-const seeds = values.seeds.split(',').map((s) => positiveInteger(s.trim(), 'seeds'));
-const steps = positiveInteger(values.steps, 'steps');
-const samples = positiveInteger(values.samples, 'samples');
-const batchSize = positiveInteger(values['batch-size'], 'batch-size');
-const threads = values.threads === undefined ? [] : ['--threads', String(positiveInteger(values.threads, 'threads'))];
-const limit = values.limit === undefined ? [] : ['--limit', String(positiveInteger(values.limit, 'limit'))];
-if (!['text', 'json'].includes(values.format)) throw new RangeError(`--format: expected text or json but received ${JSON.stringify(values.format)}`);
+const int = (text, name) => option(() => check.integerText(text, name, 1, 1e9));
+const seeds = values.seeds.split(',').map((s) => int(s.trim(), '--seeds'));
+const steps = int(values.steps, '--steps');
+const samples = int(values.samples, '--samples');
+const batchSize = int(values['batch-size'], '--batch-size');
+const threads = values.threads === undefined ? [] : ['--threads', String(int(values.threads, '--threads'))];
+const limit = values.limit === undefined ? [] : ['--limit', String(int(values.limit, '--limit'))];
+const format = option(() => check.oneOf(values.format, '--format', ['text', 'json']));
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const out = path.resolve(values.out);
@@ -141,7 +147,7 @@ const summary = {
 };
 
 fs.writeFileSync(path.join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-if (values.format === 'json') {
+if (format === 'json') {
   process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
 } else {
   const pct = (x) => (Number.isNaN(x) ? '-' : x.toFixed(1));
