@@ -11,7 +11,7 @@ const sharp = require('sharp');
 const { renderSample, createSynthSource, resolveSynthOptions, MAX_LABEL_LENGTH } = require('../dist/synth/index.js');
 const { bundledFamilies, readFontInfo, BUNDLED_FAMILIES } = require('../dist/synth/fonts.js');
 const { renderLine } = require('../dist/synth/render.js');
-const { gaussianBlur, homography, project, invert3 } = require('../dist/synth/augment.js');
+const { gaussianBlur, homography, project, invert3, sweep } = require('../dist/synth/augment.js');
 const { loadDictionary } = require('../dist/synth/words.js');
 const { DEFAULT_CHARSET } = require('../dist/charset.js');
 const { FolderSource } = require('../dist/data/folder.js');
@@ -210,6 +210,35 @@ describe('synthetic generator', () => {
       assert.ok(Math.abs(x - to[2 * i]) < 1e-9 && Math.abs(y - to[2 * i + 1]) < 1e-9);
       const [u, v] = project(back, x, y);
       assert.ok(Math.abs(u - from[2 * i]) < 1e-9 && Math.abs(v - from[2 * i + 1]) < 1e-9);
+    }
+  });
+
+  it('sweeps coverage along a direction: the maximum of its shifted copies, cut at the plane\'s edges', () => {
+    // One pixel swept by (3, 2): shifted by (1, 1), (2, 1) and (3, 2), the rounded thirds of the way.
+    const dot = new Float32Array(6 * 5);
+    dot[1 * 6 + 1] = 0.5;
+    const out = new Float32Array(dot.length).fill(9);
+    sweep(out, dot, 6, 5, 3, 2);
+    const lit = [...out.keys()].filter((i) => out[i] !== 0).map((i) => [i % 6, Math.floor(i / 6)]);
+    assert.deepEqual(lit, [[2, 2], [3, 2], [4, 3]]);
+    // Against a plain reference, in every direction, with shifts that leave the plane.
+    let seed = 3;
+    const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    for (const [w, h, dx, dy] of [[9, 7, 2.6, -1.2], [9, 7, -4, 0.4], [5, 4, 0.2, 0.3], [4, 3, -6, -5], [12, 6, 0, 2]]) {
+      const coverage = Float32Array.from({ length: w * h }, random);
+      const n = Math.max(1, Math.round(Math.max(Math.abs(dx), Math.abs(dy))));
+      const expected = new Float32Array(w * h);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          for (let k = 1; k <= n; k++) {
+            const [u, v] = [x - Math.round((k * dx) / n), y - Math.round((k * dy) / n)];
+            if (u >= 0 && u < w && v >= 0 && v < h) expected[y * w + x] = Math.max(expected[y * w + x], coverage[v * w + u]);
+          }
+        }
+      }
+      const swept = new Float32Array(w * h).fill(-1);
+      sweep(swept, coverage, w, h, dx, dy);
+      assert.deepEqual(swept, expected, `${w}×${h} by (${dx}, ${dy})`);
     }
   });
 

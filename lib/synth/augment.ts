@@ -1,7 +1,7 @@
 // Pixel operations of the synthetic generator, on Float32Array planes in [0, 1] (one channel, or RGB
 // interleaved): colours with a chosen contrast, smooth value noise, separable Gaussian blur and max
-// filter (for outlines), the projective-plus-curve warp that places text on its surface, and the
-// conversion to 8-bit pixels. Plain loops: images are a few tens of thousands of pixels.
+// filter (for outlines), a directional sweep (for extruded letters), the projective-plus-curve warp
+// that places text on its surface, and the conversion to 8-bit pixels. Plain loops: images are a few tens of thousands of pixels.
 //
 // Note [scratch planes]: the float planes of a sample (text coverage, outline, shadow, the image,
 // temporaries) are views of buffers kept from one sample to the next: allocating them anew for every
@@ -273,4 +273,24 @@ export function toBytes(rgb: Float32Array): Uint8Array {
     out[i] = v <= 0 ? 0 : v >= 255 ? 255 : v;
   }
   return out;
+}
+
+/**
+ * `out` = the maximum of `coverage` shifted by k/n of (dx, dy) for k = 1…n, on whole pixels, n the
+ * longer of |dx| and |dy| (the side faces of Note [extruded letters] in sample.ts); planes of w × h.
+ */
+export function sweep(out: Float32Array, coverage: Float32Array, w: number, h: number, dx: number, dy: number): void {
+  out.fill(0);
+  const n = Math.max(1, Math.round(Math.max(Math.abs(dx), Math.abs(dy))));
+  for (let k = 1; k <= n; k++) {
+    const sx = Math.round((k * dx) / n);
+    const sy = Math.round((k * dy) / n);
+    for (let y = Math.max(0, sy); y < Math.min(h, h + sy); y++) {
+      const from = (y - sy) * w - sx;
+      for (let x = Math.max(0, sx); x < Math.min(w, w + sx); x++) {
+        const c = coverage[from + x];
+        if (c > out[y * w + x]) out[y * w + x] = c;
+      }
+    }
+  }
 }

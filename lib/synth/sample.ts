@@ -4,7 +4,8 @@
 //  1. font face and word (fonts.ts, words.ts); letter size 16–56 px, sometimes letter-spaced
 //  2. the text's coverage, rendered by sharp/Pango (render.ts): the word, and sometimes one letter
 //     on either side of it, a space away (Note [neighbouring letters])
-//  3. on that canvas: an outline (dilated coverage) and a drop shadow, each now and then
+//  3. on that canvas: an outline (dilated coverage), and a drop shadow or an extrusion (Note
+//     [extruded letters]), each now and then
 //  4. a crop rectangle around the word's ink with uneven margins
 //  5. the crop is placed on its surface: horizontal stretch, slant, rotation, perspective (a
 //     homography) and a curved baseline; the output is an upright box around the warped word
@@ -30,6 +31,13 @@
 // by row, plus the (stretched) side margin; where a neighbouring letter is drawn, the edge is put
 // 5–30% of the way into that letter's warped ink instead.
 //
+// Note [extruded letters]: the letters of shop signs are often solid blocks (channel letters, cut
+// panels) photographed from the side, so each letter shows a side face: a band of the letter's own
+// hue, darker or lighter, as wide as the letter is deep, along one direction. The generator makes it
+// from the text's coverage swept over whole-pixel steps along that direction (the maximum of the
+// shifted copies), drawn opaque in a shade of the ink beneath the text, where a drop shadow would
+// go (the two share a plane and never come together).
+//
 // Note [one inverse map]: everything that lies on the sign (text, outline, shadow, background
 // texture, the band along its edge) is evaluated in surface coordinates found by inverting the warp
 // for each output pixel, so all of it follows the same perspective and curve at the cost of one
@@ -50,6 +58,7 @@ import {
   sampleBilinear,
   scratch,
   Scratch,
+  sweep,
   toBytes,
   ValueNoise,
   withLuminance,
@@ -191,6 +200,12 @@ interface Surface {
   shadowOpacity: number;
 }
 
+/** The side face of an extruded letter (Note [extruded letters]): the ink's hue, mostly darker. */
+function sideColour(col: Rng, ink: Rgb): Rgb {
+  const l = luminance(ink);
+  return withLuminance(ink, col.chance(0.7) ? l * col.uniform(0.3, 0.75) : l + (1 - l) * col.uniform(0.25, 0.6));
+}
+
 /** Steps 3–6: canvas, outline and shadow, crop, warp, surface; returns the image (a scratch plane). */
 function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb: Float32Array; width: number; height: number } {
   const ink = line.word ?? { x0: 0, y0: 0, x1: line.width, y1: line.height };
@@ -212,12 +227,20 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   let shadow: Float32Array | undefined;
   let shadowDx = 0;
   let shadowDy = 0;
+  let extruded = false;
   if (fx.chance(0.12)) {
     shadow = scratch(Scratch.Shadow, text.length, false);
     shadow.set(outline ?? text);
     if (fx.chance(0.5)) gaussianBlur(shadow, canvasW, canvasH, 1, size * fx.uniform(0.02, 0.08));
     shadowDx = size * fx.uniform(-0.08, 0.08);
     shadowDy = size * fx.uniform(0.03, 0.1);
+  } else if (fx.chance(0.1)) {
+    // Note [extruded letters]: mostly downwards, to either side; now and then upwards.
+    extruded = true;
+    shadow = scratch(Scratch.Shadow, text.length, false);
+    const depth = size * fx.uniform(0.04, 0.16);
+    const angle = (fx.chance(0.8) ? 0.5 : -0.5) * Math.PI + fx.uniform(-0.45, 0.45) * Math.PI;
+    sweep(shadow, outline ?? text, canvasW, canvasH, depth * Math.cos(angle), depth * Math.sin(angle));
   }
 
   // 4. The crop, in canvas coordinates (Note [neighbouring letters]).
@@ -310,8 +333,10 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   const ink2 = fill === 'gradient' ? contrastingColour(col, background, contrast * col.uniform(0.7, 1.3), col.chance(0.5)) : inkColour;
   const opacity = col.chance(0.12) ? col.uniform(0.55, 0.95) : 1;
   const outlineColour = contrastingColour(col, inkColour, col.uniform(0.3, 0.7), col.chance(0.6));
-  const shadowColour = withLuminance(background, luminance(background) * col.uniform(0, 0.4));
-  const shadowOpacity = col.uniform(0.4, 0.9);
+  const shadowColour = extruded
+    ? sideColour(col, inkColour)
+    : withLuminance(background, luminance(background) * col.uniform(0, 0.4));
+  const shadowOpacity = extruded ? 1 : col.uniform(0.4, 0.9);
   const background2 = col.chance(0.6)
     ? withLuminance(randomColour(col, col.chance(0.5)), Math.min(1, Math.max(0, luminance(background) + col.clampedNormal(0, 0.12, -0.3, 0.3))))
     : background;
