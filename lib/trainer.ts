@@ -396,14 +396,14 @@ function resolveOptions(raw: Record<string, unknown>, seed: number): ResolvedOpt
   };
 }
 
-/** "d_model is 32 in the checkpoint (or `file`) but 256 in this run; …" (empty when the configs agree). */
-export function configDifferences(checkpoint: ModelConfig, expected: ModelConfig, file = 'checkpoint'): string {
-  const keys = [...new Set([...Object.keys(checkpoint), ...Object.keys(expected)])];
+/** "d_model is 32 in the <what> but 256 in this run; …" (empty when the configs agree). */
+function configDifferences(found: ModelConfig, expected: ModelConfig, what: string): string {
+  const keys = [...new Set([...Object.keys(found), ...Object.keys(expected)])];
   return keys
-    .filter((k) => JSON.stringify((checkpoint as unknown as Record<string, unknown>)[k]) !== JSON.stringify((expected as unknown as Record<string, unknown>)[k]))
+    .filter((k) => JSON.stringify((found as unknown as Record<string, unknown>)[k]) !== JSON.stringify((expected as unknown as Record<string, unknown>)[k]))
     .map((k) => {
       const show = (c: ModelConfig) => JSON.stringify((c as unknown as Record<string, unknown>)[k]) ?? 'absent';
-      return `${k} is ${show(checkpoint)} in the ${file} but ${show(expected)} in this run`;
+      return `${k} is ${show(found)} in the ${what} but ${show(expected)} in this run`;
     })
     .join('; ');
 }
@@ -423,6 +423,17 @@ function configJsonFor(addon: NativeAddon, config: unknown, numClasses: number, 
     );
   }
   return JSON.stringify({ ...object, num_classes: numClasses });
+}
+
+/**
+ * Checks that the configuration a caller gave (a preset name or an object) is the one a file holds:
+ * Error "<file>: the <what> is of another configuration (<every difference>)" otherwise.
+ */
+function expectConfig(addon: NativeAddon, given: unknown, charset: readonly string[], found: ModelConfig, file: string, what: string): void {
+  const expected = JSON.parse(configJsonFor(addon, given, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
+  expected.dropout = shortestFloat32(expected.dropout);
+  const differences = configDifferences(found, expected, what);
+  if (differences !== '') throw new Error(`${file}: the ${what} is of another configuration (${differences})`);
 }
 
 /** The shortest decimal that reads back as the same float32 (0.1 stays 0.1; see recognizer.ts). */
@@ -657,38 +668,36 @@ export class Trainer {
     const initFile = optional(raw.init, undefined as string | undefined, (v) => check.filePath(v, 'init'));
     let charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
     const seed = optional(raw.seed, 0, (v) => check.integer(v, 'seed', 0, Number.MAX_SAFE_INTEGER));
-    if (initFile === undefined) {
-      const resolved = resolveOptions({ ...raw, init: null }, seed);
-      const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
-      const configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
-      const native = await addon.NativeTrainer.create(configJson, seed);
-      if (threads !== undefined) setPoolThreads(threads);
-      return new Trainer(constructing, native, runsOn, charset, resolved);
+    // Note [fine-tuning]: the model file's bytes, config and charset.
+    let init: { file: string; bytes: Uint8Array; config: ModelConfig; training: Record<string, unknown> } | undefined;
+    if (initFile !== undefined) {
+      const bytes = await readModelFile(initFile);
+      const model = readMetadata(bytes, initFile);
+      if (raw.charset !== undefined && JSON.stringify(charset) !== JSON.stringify(model.charset)) {
+        throw new Error(
+          `${initFile}: the model reads another charset (${model.charset.length} characters: ${describe(model.charset.join(''))}) than the charset option (${charset.length}: ${describe(charset.join(''))})`,
+        );
+      }
+      charset = model.charset;
+      init = { file: initFile, bytes, config: model.config, training: model.training };
     }
-
-    // Note [fine-tuning]
-    const bytes = await readModelFile(initFile);
-    const model = readMetadata(bytes, initFile);
-    if (raw.charset !== undefined && JSON.stringify(charset) !== JSON.stringify(model.charset)) {
-      throw new Error(
-        `${initFile}: the model reads another charset (${model.charset.length} characters: ${describe(model.charset.join(''))}) than the charset option (${charset.length}: ${describe(charset.join(''))})`,
-      );
-    }
-    charset = model.charset;
-    const resolved = resolveOptions({ ...raw, init: { model: initFile, training: model.training } }, seed);
+    const resolved = resolveOptions({ ...raw, init: init === undefined ? null : { model: init.file, training: init.training } }, seed);
     const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
-    if (raw.config !== undefined) {
-      const expected = JSON.parse(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
-      expected.dropout = shortestFloat32(expected.dropout);
-      const differences = configDifferences(model.config, expected, 'model');
-      if (differences !== '') throw new Error(`${initFile}: the model is of another configuration (${differences})`);
+    let configJson: string;
+    if (init === undefined) {
+      configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
+    } else {
+      if (raw.config !== undefined) expectConfig(addon, raw.config, charset, init.config, init.file, 'model');
+      configJson = JSON.stringify(init.config);
     }
-    const native = await addon.NativeTrainer.create(JSON.stringify(model.config), seed);
-    try {
-      await native.load(bytes, initFile, false);
-    } catch (err) {
-      native.close();
-      throw err;
+    const native = await addon.NativeTrainer.create(configJson, seed);
+    if (init !== undefined) {
+      try {
+        await native.load(init.bytes, init.file, false);
+      } catch (err) {
+        native.close();
+        throw err;
+      }
     }
     if (threads !== undefined) setPoolThreads(threads);
     return new Trainer(constructing, native, runsOn, charset, resolved);
@@ -721,12 +730,7 @@ export class Trainer {
     const overrides = withoutUndefined(raw, ['config', 'device', 'threads']);
     const run = resolveOptions({ ...state.run, checkpointDir: path.dirname(file), ...overrides }, state.run.seed);
     const { addon, device: runsOn } = nativeAddon(device, run.precision);
-    if (raw.config !== undefined) {
-      const expected = JSON.parse(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length)) as ModelConfig;
-      expected.dropout = shortestFloat32(expected.dropout);
-      const differences = configDifferences(config, expected);
-      if (differences !== '') throw new Error(`${file}: the checkpoint is of another configuration (${differences})`);
-    }
+    if (raw.config !== undefined) expectConfig(addon, raw.config, charset, config, file, 'checkpoint');
     const native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
     try {
       await native.load(bytes, file, true);
