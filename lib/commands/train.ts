@@ -164,7 +164,8 @@ function percent(x: number): string {
 
 /**
  * Progress on stderr: a bar redrawn at most ten times a second on a terminal, else a plain line
- * every `every` steps. Loss and accuracy are averaged over the last `every` steps.
+ * every `every` steps. Loss and accuracy are averaged over the last `every` steps, and the time left
+ * follows their pace (so a pause, or a busier machine, is forgotten after `every` steps).
  */
 function progressReporter(every: number, startStep: number) {
   const tty = process.stderr.isTTY === true;
@@ -172,6 +173,7 @@ function progressReporter(every: number, startStep: number) {
   let lastDraw = 0;
   let shown = false;
   const recent: Array<{ loss: number; accuracy: number }> = [];
+  const times: number[] = []; // when each of the last every + 1 steps ended
   const clear = () => {
     if (shown) process.stderr.write('\r\x1b[K');
     shown = false;
@@ -183,7 +185,12 @@ function progressReporter(every: number, startStep: number) {
       if (recent.length > every) recent.shift();
       const loss = recent.reduce((a, b) => a + b.loss, 0) / Math.max(recent.length, 1);
       const accuracy = recent.reduce((a, b) => a + b.accuracy, 0) / Math.max(recent.length, 1);
-      const perStep = (Date.now() - started) / 1000 / Math.max(r.step - startStep, 1);
+      times.push(Date.now());
+      if (times.length > every + 1) times.shift();
+      const perStep =
+        times.length > 1
+          ? (times[times.length - 1] - times[0]) / 1000 / (times.length - 1)
+          : (Date.now() - started) / 1000 / Math.max(r.step - startStep, 1);
       const eta = duration(perStep * (r.iterations - r.step));
       const stats = `loss ${loss.toFixed(4)}  acc ${percent(accuracy)}  lr ${r.lr.toExponential(2)}  ${r.imagesPerSecond.toFixed(1)} img/s  ETA ${eta}`;
       if (tty) {
