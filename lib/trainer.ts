@@ -668,6 +668,7 @@ export class Trainer {
     const initFile = optional(raw.init, undefined as string | undefined, (v) => check.filePath(v, 'init'));
     let charset = raw.charset === undefined ? [...DEFAULT_CHARSET] : validateCharset(raw.charset, 'charset');
     const seed = optional(raw.seed, 0, (v) => check.integer(v, 'seed', 0, Number.MAX_SAFE_INTEGER));
+    const resolved = resolveOptions({ ...raw, init: null }, seed); // every option checked before any file is read
     // Note [fine-tuning]: the model file's bytes, config and charset.
     let init: { file: string; bytes: Uint8Array; config: ModelConfig; training: Record<string, unknown> } | undefined;
     if (initFile !== undefined) {
@@ -680,8 +681,8 @@ export class Trainer {
       }
       charset = model.charset;
       init = { file: initFile, bytes, config: model.config, training: model.training };
+      resolved.init = { model: initFile, training: model.training };
     }
-    const resolved = resolveOptions({ ...raw, init: init === undefined ? null : { model: init.file, training: init.training } }, seed);
     const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
     let configJson: string;
     if (init === undefined) {
