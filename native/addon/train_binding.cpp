@@ -174,8 +174,9 @@ void set_moments(NetworkLock&, TrainerState& state, std::vector<float>& m, std::
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-// "d_model is 32 in the checkpoint but 256 in this trainer; heads …", or "" when the configs agree.
-std::string config_differences(const model::Config& file, const model::Config& ours) {
+// "d_model is 32 in the <what> (checkpoint or model) but 256 in this trainer; heads …", or "" when the
+// configs agree.
+std::string config_differences(const model::Config& file, const model::Config& ours, const char* what) {
   const json::Value a = model::config_to_json(file), b = model::config_to_json(ours);
   std::ostringstream out;
   for (const auto& [key, value] : a.as_object("config")) {
@@ -183,7 +184,7 @@ std::string config_differences(const model::Config& file, const model::Config& o
     const std::string theirs = json::write(value), mine = other ? json::write(*other) : "absent";
     if (theirs == mine) continue;
     if (out.tellp() > 0) out << "; ";
-    out << key << " is " << theirs << " in the checkpoint but " << mine << " in this trainer";
+    out << key << " is " << theirs << " in the " << what << " but " << mine << " in this trainer";
   }
   return out.str();
 }
@@ -404,7 +405,7 @@ class LoadWorker : public PromiseWorker {
     SafeTensors file =
         SafeTensors::parse(std::vector<uint8_t>(bytes_.data(), bytes_.data() + bytes_.size()), source_);
     const char* what = with_optimizer_ ? "checkpoint" : "model";
-    const std::string differences = config_differences(file_config(file, source_), network.config());
+    const std::string differences = config_differences(file_config(file, source_), network.config(), what);
     SAFL_CHECK(differences.empty(), source_, ": the ", what, " is of another configuration (", differences, ")");
 
     const model::Layout& layout = network.layout();
