@@ -17,12 +17,15 @@
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
 const { Recognizer } = require('../dist/index.js');
 const { loadCpuAddon, packageRoot } = require('../dist/native.js');
 const check = require('../dist/validate.js');
+const { scriptArgs } = require('../scripts/script-args.js');
 
-const { values, positionals } = parseArgs({
+const USAGE = `usage: node --expose-gc bench/memory.js [--mode pipeline|native] [--rounds 40] [--model FILE]
+                                         [--threads N] [--batch-size 32] <image files or dirs>...`;
+// Options checked with the package's own validation (one message form), reported as usage errors.
+const { values, positionals, fail, option } = scriptArgs(USAGE, {
   allowPositionals: true,
   options: {
     mode: { type: 'string', default: 'pipeline' },
@@ -33,18 +36,6 @@ const { values, positionals } = parseArgs({
   },
 });
 
-function fail(message) {
-  console.error(`bench/memory.js: ${message}`);
-  process.exit(1);
-}
-// Options checked with the package's own validation (one message form), reported as usage errors.
-function option(read) {
-  try {
-    return read();
-  } catch (err) {
-    return fail(err.message);
-  }
-}
 const mode = option(() => check.oneOf(values.mode, '--mode', ['pipeline', 'native']));
 const rounds = option(() => check.integerText(values.rounds, '--rounds', 1, 1e6));
 const batchSize = option(() => check.integerText(values['batch-size'], '--batch-size', 1, 1024));

@@ -25,10 +25,13 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
+const check = require('../dist/validate.js');
+const { scriptArgs } = require('../scripts/script-args.js');
 
 const root = path.join(__dirname, '..');
-const { values } = parseArgs({
+const USAGE = `usage: node bench/model.js [--configs tiny,base] [--batches 1,64] [--modes greedy,forward,train] [--threads 2]
+                         [--precisions float32,bfloat16] [--repeats 1] [--peer FILE] [--python /usr/bin/python3]`;
+const { values, fail, option } = scriptArgs(USAGE, {
   options: {
     configs: { type: 'string', default: 'tiny,base' },
     batches: { type: 'string', default: '1,64' },
@@ -41,15 +44,18 @@ const { values } = parseArgs({
   },
 });
 
+// Comma-separated lists, each item checked with the package's validation.
+const list = (text, name, read) => text.split(',').map((item) => option(() => read(item.trim(), name)));
+const configs = list(values.configs, '--configs', (v, name) => check.oneOf(v, name, ['tiny', 'base']));
+const batches = list(values.batches, '--batches', (v, name) => check.integerText(v, name, 1, 1024));
+const modes = list(values.modes, '--modes', (v, name) => check.oneOf(v, name, ['greedy', 'forward', 'train']));
+const precisions = list(values.precisions, '--precisions', (v, name) => check.oneOf(v, name, ['float32', 'bfloat16']));
+const threads = String(option(() => check.integerText(values.threads, '--threads', 1, 1024)));
+const repeats = option(() => check.integerText(values.repeats, '--repeats', 1, 20));
+
 const ours = path.join(root, 'build', 'safl_bench_model');
-if (!fs.existsSync(ours)) {
-  console.error(`bench/model.js: ${ours} not found; build it with: node scripts/native-tests.js --build-only`);
-  process.exit(1);
-}
-if (!fs.existsSync(values.peer)) {
-  console.error(`bench/model.js: the peer ${values.peer} was not found (--peer)`);
-  process.exit(1);
-}
+if (!fs.existsSync(ours)) fail(`${ours} not found; build it with: node scripts/native-tests.js --build-only`);
+if (!fs.existsSync(values.peer)) fail(`--peer: ${values.peer} was not found`);
 
 // Fewer repetitions where one is long; enough that each measurement takes a few seconds.
 function steps(config, batch, mode) {
@@ -100,11 +106,6 @@ function safl(config, batch, mode, threads, precision) {
   return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd, precision: res.precision };
 }
 
-const repeats = Number(values.repeats);
-if (!Number.isInteger(repeats) || repeats < 1 || repeats > 20) {
-  console.error(`bench/model.js: --repeats: expected an integer from 1 to 20 but received ${JSON.stringify(values.repeats)}`);
-  process.exit(1);
-}
 
 function median(xs) {
   const sorted = [...xs].sort((a, b) => a - b);
@@ -112,24 +113,17 @@ function median(xs) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-const precisions = values.precisions.split(',');
-for (const precision of precisions) {
-  if (!['float32', 'bfloat16'].includes(precision)) {
-    console.error(`bench/model.js: --precisions: expected float32 and/or bfloat16 but received ${JSON.stringify(precision)}`);
-    process.exit(1);
-  }
-}
 
 const rows = [];
 let torchVersion = '';
 let peerBlas = '';
 let simd = '';
-for (const config of values.configs.split(',')) {
-  for (const batch of values.batches.split(',').map(Number)) {
+for (const config of configs) {
+  for (const batch of batches) {
     // The peer measures greedy and forward in one 'infer' process: its runs for this (config, batch)
     // are kept per peer mode and shared by the rows; run i of a row alternates with the peer's run i.
     const peerRuns = new Map(); // 'infer' | 'train' → the peer's JSON of each repeat
-    for (const mode of values.modes.split(',')) {
+    for (const mode of modes) {
       if (mode === 'train' && batch < 2) {
         process.stderr.write(`${config} b${batch} train: skipped (training needs a batch of at least 2 for batch norm)\n`);
         continue;
@@ -141,8 +135,8 @@ for (const config of values.configs.split(',')) {
         const ours = [];
         const theirs = [];
         for (let i = 0; i < repeats; i++) {
-          const s = safl(config, batch, mode, values.threads, precision);
-          if (peerList.length <= i) peerList.push(peerRun(config, batch, peerMode, values.threads));
+          const s = safl(config, batch, mode, threads, precision);
+          if (peerList.length <= i) peerList.push(peerRun(config, batch, peerMode, threads));
           const res = peerList[i];
           torchVersion = res.torch;
           simd = s.simd;
@@ -161,7 +155,7 @@ for (const config of values.configs.split(',')) {
 
 // Ratios against the peer's greedy and teacher-forced numbers of the same run.
 const ofRepeats = repeats > 1 ? `, medians of ${repeats} alternating runs` : '';
-console.log(`safl vs PyTorch ${torchVersion} peer (${peerBlas}), ${values.threads} threads, safl SIMD ${simd}${ofRepeats}\n`);
+console.log(`safl vs PyTorch ${torchVersion} peer (${peerBlas}), ${threads} threads, safl SIMD ${simd}${ofRepeats}\n`);
 const rangeHead = repeats > 1 ? ' range of the ratios |' : '';
 console.log(`| config | batch | mode | safl products | safl img/s | peer img/s | safl / peer |${rangeHead} safl peak RSS MiB | peer peak RSS MiB |`);
 console.log(`|---|---|---|---|---|---|---|${repeats > 1 ? '---|' : ''}---|---|`);

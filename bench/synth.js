@@ -13,10 +13,11 @@
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
+const check = require('../dist/validate.js');
+const { scriptArgs } = require('../scripts/script-args.js');
 
 const root = path.join(__dirname, '..');
-const { values } = parseArgs({
+const { values, fail, option } = scriptArgs('usage: node bench/synth.js [--samples 600] [--threads 2] [--steps 6] [--seed 1]', {
   options: {
     samples: { type: 'string', default: '600' },
     threads: { type: 'string', default: '2' },
@@ -24,13 +25,12 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '1' },
   },
 });
-const samples = Number(values.samples);
-const seed = Number(values.seed);
+const samples = option(() => check.integerText(values.samples, '--samples', 1, 1e6));
+const seed = option(() => check.integerText(values.seed, '--seed', 0, 2 ** 31 - 1));
+const threads = String(option(() => check.integerText(values.threads, '--threads', 1, 1024)));
+const steps = String(option(() => check.integerText(values.steps, '--steps', 1, 1e4)));
 const benchModel = path.join(root, 'build', 'safl_bench_model');
-if (!fs.existsSync(benchModel)) {
-  console.error(`bench/synth.js: ${benchModel} not found; build it with: node scripts/build-native.js --tests`);
-  process.exit(1);
-}
+if (!fs.existsSync(benchModel)) fail(`${benchModel} not found; build it with: node scripts/native-tests.js --build-only`);
 const { createSynthSource } = require(path.join(root, 'dist', 'synth', 'index.js'));
 const { SynthPool } = require(path.join(root, 'dist', 'synth', 'pool.js'));
 
@@ -52,7 +52,7 @@ async function measure(make, first, count, inFlight) {
 /** Runs the training benchmark; resolves to its images/s. `whileRunning` runs until it exits. */
 function train(whileRunning) {
   return new Promise((resolve, reject) => {
-    const args = ['--config', 'tiny', '--batch', '64', '--mode', 'train', '--threads', values.threads, '--steps', values.steps];
+    const args = ['--config', 'tiny', '--batch', '64', '--mode', 'train', '--threads', threads, '--steps', steps];
     const child = spawn(benchModel, args);
     let stdout = '';
     let stderr = '';
@@ -84,7 +84,7 @@ function train(whileRunning) {
     rows.push([`generator, ${workers} worker thread${workers > 1 ? 's' : ''}`, r.imgPerS, '']);
   }
   const trainAlone = await train();
-  rows.push([`training, tiny, batch 64, ${values.threads} threads`, trainAlone, '']);
+  rows.push([`training, tiny, batch 64, ${threads} threads`, trainAlone, '']);
 
   // Both at once: this thread generates flat out while the training benchmark runs.
   let made = 0;
@@ -126,7 +126,7 @@ function train(whileRunning) {
   });
   rows.push([`training while generating at its rate (${trainAlone.toFixed(0)}/s)`, trainPaced, '']);
 
-  console.log(`synthetic generator vs tiny training, ${values.threads} training threads, ${samples} samples per generator row\n`);
+  console.log(`synthetic generator vs tiny training, ${threads} training threads, ${samples} samples per generator row\n`);
   console.log('| what | images/s | |');
   console.log('|---|---|---|');
   for (const [what, rate, note] of rows) console.log(`| ${what} | ${rate.toFixed(1)} | ${note} |`);

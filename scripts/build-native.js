@@ -7,11 +7,17 @@
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
+const { scriptArgs } = require('./script-args.js');
 
 const root = path.join(__dirname, '..');
 const args = process.argv.slice(2);
+const cmakeDefinitions = args.filter((a) => a.startsWith('--CD'));
+const { values } = scriptArgs('usage: node scripts/build-native.js [--if-needed] [--CD<VAR>=<value>…]', {
+  args: args.filter((a) => !a.startsWith('--CD')),
+  options: { 'if-needed': { type: 'boolean' } },
+});
 
-if (args.includes('--if-needed')) {
+if (values['if-needed']) {
   try {
     require('node-gyp-build')(root);
     process.exit(0);
@@ -27,7 +33,7 @@ const cmakeArgs = [
   '--directory', root,
   '--CDSAFL_BUILD_TESTS=OFF',
   ...(process.env.SAFL_CUDA ? [`--CDSAFL_CUDA=${process.env.SAFL_CUDA}`] : []),
-  ...args.filter((a) => a.startsWith('--CD')),
+  ...cmakeDefinitions,
 ];
 const parallel = `${require('node:os').availableParallelism()}`;
 const result = spawnSync(process.execPath, cmakeArgs, {

@@ -24,10 +24,14 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
 const check = require('../dist/validate.js');
+const { scriptArgs } = require('./script-args.js');
 
-const { values, positionals } = parseArgs({
+const USAGE = `usage: node scripts/focal-vs-ce.js [--out DIR] [--seeds 1,2] [--steps 4000] [--samples 60000]
+         [--config FILE|tiny|base] [--charset CHARS] [--batch-size 32] [--threads N] [--limit N]
+         [--format text|json] [eval dataset dir…]`;
+// Options checked with the package's own validation (one message form), reported as usage errors.
+const { values, positionals, option } = scriptArgs(USAGE, {
   allowPositionals: true,
   options: {
     out: { type: 'string', default: 'focal-vs-ce' },
@@ -43,15 +47,6 @@ const { values, positionals } = parseArgs({
   },
 });
 
-// Options checked with the package's own validation (one message form), reported as usage errors.
-function option(read) {
-  try {
-    return read();
-  } catch (err) {
-    console.error(`focal-vs-ce: ${err.message}`);
-    process.exit(1);
-  }
-}
 const int = (text, name) => option(() => check.integerText(text, name, 1, 1e9));
 const seeds = values.seeds.split(',').map((s) => int(s.trim(), '--seeds'));
 const steps = int(values.steps, '--steps');

@@ -9,20 +9,18 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { parseArgs } = require('node:util');
+const { scriptArgs } = require('./script-args.js');
 const { Recognizer } = require('../dist/index.js');
 
-const { values } = parseArgs({
+const { values, fail } = scriptArgs('usage: node scripts/ship-model.js --run DIR --command "safl train …" [--out FILE]', {
   options: {
     run: { type: 'string' },
     command: { type: 'string' },
     out: { type: 'string', default: path.join(__dirname, '..', 'models', 'default.safetensors') },
   },
 });
-if (values.run === undefined || values.command === undefined) {
-  console.error('usage: node scripts/ship-model.js --run DIR --command "safl train …" [--out FILE]');
-  process.exit(1);
-}
+if (values.run === undefined) fail('--run is required: the training run directory');
+if (values.command === undefined) fail('--command is required: the command that made the run');
 
 async function main() {
   const source = path.join(values.run, 'model.safetensors');

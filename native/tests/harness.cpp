@@ -226,8 +226,14 @@ int main(int argc, char** argv) {
   bool list = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--list") list = true;
-    else filters.push_back(arg);
+    if (arg == "--list") {
+      list = true;
+    } else if (arg.rfind("-", 0) == 0) {
+      std::fprintf(stderr, "safl_tests: unknown option %s\nusage: safl_tests [--list] [name filter…]\n", arg.c_str());
+      return 2;
+    } else {
+      filters.push_back(arg);
+    }
   }
   auto selected = [&](const char* name) {
     if (filters.empty()) return true;
@@ -235,6 +241,15 @@ int main(int argc, char** argv) {
       if (std::string(name).find(f) != std::string::npos) return true;
     return false;
   };
+  // A filter that selects nothing is a typo, not a passing run.
+  for (const auto& f : filters) {
+    bool matches = false;
+    for (const auto& t : registry()) matches = matches || std::string(t.name).find(f) != std::string::npos;
+    if (!matches) {
+      std::fprintf(stderr, "safl_tests: no test name contains '%s' (--list shows them)\n", f.c_str());
+      return 2;
+    }
+  }
   std::string cuda_reason;
   const bool have_cuda = cuda_available(&cuda_reason);
   std::printf("safl native tests: %d threads, SIMD %s, CUDA %s\n", safl::num_threads(),
