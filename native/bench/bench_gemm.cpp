@@ -75,6 +75,10 @@ const Shape kShapes[] = {
     {"base  ffn1 512->2048", 1600, 2048, 512, false, true},
     {"base  ffn2 2048->512", 1600, 512, 2048, false, true},
     {"base  ffn1 dW", 2048, 512, 1600, true, false},
+    {"base  decode step qkv 512->1536", 64, 1536, 512, false, true},
+    {"base  decode step out 512->512", 64, 512, 512, false, true},
+    {"base  decode step ffn1 512->2048", 64, 2048, 512, false, true},
+    {"base  decode step ffn2 2048->512", 64, 512, 2048, false, true},
     {"square 1024", 1024, 1024, 1024, false, false},
     {"square 2048", 2048, 2048, 2048, false, false},
 };
