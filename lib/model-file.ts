@@ -57,6 +57,16 @@ export interface ModelMetadata {
 // A header this large is no model file (the native parser has the same limit).
 const MAX_HEADER_BYTES = 100 * 2 ** 20;
 
+/**
+ * Why a config's num_classes does not fit its charset (the characters plus the special classes),
+ * or undefined when it does. Model files and checkpoints both store the two separately.
+ */
+export function classesMismatch(config: Record<string, unknown>, charset: readonly string[]): string | undefined {
+  const expected = charset.length + SPECIAL_CLASSES;
+  if (config.num_classes === expected) return undefined;
+  return `the charset has ${charset.length} characters, so config.num_classes must be ${expected} but it is ${JSON.stringify(config.num_classes)}`;
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -112,12 +122,8 @@ export function readMetadata(bytes: Uint8Array, source: string): ModelMetadata {
     if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
     throw invalid(err.message);
   }
-  const expectedClasses = charset.length + SPECIAL_CLASSES;
-  if (config.num_classes !== expectedClasses) {
-    throw invalid(
-      `the charset has ${charset.length} characters, so config.num_classes must be ${expectedClasses} but it is ${JSON.stringify(config.num_classes)}`,
-    );
-  }
+  const mismatch = classesMismatch(config, charset);
+  if (mismatch !== undefined) throw invalid(mismatch);
   const training = json('training');
   if (!isPlainObject(training)) throw invalid('"training" is not a JSON object');
   return { format: metadata.format, config: config as unknown as ModelConfig, charset, training };

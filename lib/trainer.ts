@@ -37,7 +37,7 @@ import { DatasetScore } from './data/metrics.js';
 import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
-import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
+import { classesMismatch, encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
 import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
@@ -551,7 +551,10 @@ function readCheckpointMetadata(bytes: Uint8Array, source: string): CheckpointMe
   }
   try {
     const config = JSON.parse(metadata.config as string) as ModelConfig;
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new Error('"config" is not a JSON object');
     const charset = validateCharset(JSON.parse(metadata.charset as string), 'charset');
+    const mismatch = classesMismatch(config as unknown as Record<string, unknown>, charset);
+    if (mismatch !== undefined) throw new Error(mismatch);
     const state = JSON.parse(metadata.state as string) as CheckpointState;
     if (typeof state.step !== 'number' || typeof state.run !== 'object') throw new Error('"state" lacks step or run');
     return { config, charset, state };
@@ -732,7 +735,12 @@ export class Trainer {
     const run = resolveOptions({ ...state.run, checkpointDir: path.dirname(file), ...overrides }, state.run.seed);
     const { addon, device: runsOn } = nativeAddon(device, run.precision);
     if (raw.config !== undefined) expectConfig(addon, raw.config, charset, config, file, 'checkpoint');
-    const native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
+    let native: NativeTrainer;
+    try {
+      native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
+    } catch (err) {
+      throw new Error(`${file}: ${(err as Error).message}`, { cause: err }); // its config is the checkpoint's
+    }
     try {
       await native.load(bytes, file, true);
     } catch (err) {

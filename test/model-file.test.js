@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { Recognizer, MODEL_FORMAT, DEFAULT_CHARSET } = require('..');
 const { wordPng } = require('./helpers/images.js');
-const { MICRO_CONFIG, microModelFile, readSafetensors, tempDir, withMetadata, writeSafetensors } = require('./helpers/model.js');
+const { MICRO_CONFIG, damagedCopies, microModelFile, readSafetensors, tempDir, withMetadata, writeSafetensors } = require('./helpers/model.js');
 
 describe('model files', () => {
   let modelFile;
@@ -164,6 +164,33 @@ describe('model files', () => {
       await assert.rejects(Recognizer.load(withMetadata(bytes, (m) => (m.format = 'x'))), {
         message: "model buffer: unsupported model format 'x' (this version of safl reads 'safl-model/1')",
       });
+    });
+
+    it('random damage: every damaged file either loads and reads, or is refused with a message', async () => {
+      // 300 damaged copies (helpers/model.js damagedCopies). None may crash the process, hang,
+      // or load into a recognizer that then fails or answers outside [0, 1].
+      const png = await wordPng('damage');
+      const outcomes = { loaded: 0, refused: 0 };
+      let i = 0;
+      for (const damaged of damagedCopies(bytes, 300, 12345)) {
+        i++;
+        let recognizer;
+        try {
+          recognizer = await Recognizer.load(damaged);
+        } catch (err) {
+          assert.ok(err instanceof Error);
+          assert.match(err.message, /^model buffer: \S/, `case ${i}`);
+          outcomes.refused++;
+          continue;
+        }
+        const result = await recognizer.recognize(png);
+        assert.equal(typeof result.text, 'string');
+        assert.ok(result.confidence >= 0 && result.confidence <= 1, `case ${i}: confidence ${result.confidence}`);
+        await recognizer.close();
+        outcomes.loaded++;
+      }
+      // Damage to the tensor data alone mostly leaves a loadable (if worse) model; the rest is refused.
+      assert.ok(outcomes.loaded > 0 && outcomes.refused > 150, JSON.stringify(outcomes));
     });
   });
 });

@@ -11,7 +11,7 @@ const { Recognizer } = safl;
 const { Trainer, learningRate, CHECKPOINT_FORMAT, MAX_CONSECUTIVE_SKIPS } = require('../dist/trainer.js');
 const { loadCpuAddon } = require('../dist/native.js');
 const { WORD_CHARSET, drawWord, wordSource } = require('./helpers/words.js');
-const { microModelFile, readSafetensors, tempDir } = require('./helpers/model.js');
+const { damagedCopies, microModelFile, readSafetensors, tempDir } = require('./helpers/model.js');
 
 /** Every layer of the network, a few channels wide; 10 characters, words of up to 6. */
 const TRAIN_MICRO = Object.freeze({
@@ -537,6 +537,36 @@ describe('Trainer', () => {
       await assert.rejects(other.load(fs.readFileSync(modelFile), 'model', false), { message: /^model: the model is of another configuration \(.* in the model but .* in this trainer/ });
       assert.throws(() => other.load(fs.readFileSync(file), file), { name: 'TypeError', message: 'Expected a boolean for withOptimizer but received undefined' });
       other.close();
+    });
+
+    it('a damaged checkpoint either resumes and trains, or is refused with a message naming it', async () => {
+      const dir = tempDir('damaged');
+      const trainer = await micro({ iterations: 2, checkpointDir: dir });
+      await trainer.train({ sources: [wordSource(WORDS, 16)] });
+      await trainer.close();
+      const bytes = fs.readFileSync(path.join(dir, 'checkpoint.safetensors'));
+      // 120 damaged copies (helpers/model.js damagedCopies).
+      const outcomes = { resumed: 0, refused: 0 };
+      let i = 0;
+      for (const damaged of damagedCopies(bytes, 120, 99)) {
+        i++;
+        const file = path.join(fs.mkdtempSync(path.join(dir, 'case-')), 'checkpoint.safetensors');
+        fs.writeFileSync(file, damaged);
+        let resumed;
+        try {
+          resumed = await Trainer.resume(file, { iterations: 3 });
+        } catch (err) {
+          assert.ok(err.message.startsWith(`${file}: `), `case ${i}: ${err.message}`);
+          outcomes.refused++;
+          continue;
+        }
+        // The weights' bytes may be damaged into large or non-finite values: a step may be skipped, never crash.
+        const result = await resumed.train({ sources: [wordSource(WORDS, 16)], warn: () => {} });
+        assert.equal(result.steps, 3);
+        await resumed.close();
+        outcomes.resumed++;
+      }
+      assert.ok(outcomes.resumed > 0 && outcomes.refused > 60, JSON.stringify(outcomes));
     });
   });
 });

@@ -94,6 +94,27 @@ function assertSameResults(actual, expected) {
   actual.chars.forEach((c, i) => assert.ok(Math.abs(c.p - expected.chars[i].p) <= 1e-5));
 }
 
+/**
+ * `count` damaged copies of a safetensors file, from a fixed pseudo-random sequence (`seed`):
+ * bytes overwritten in the header, bytes overwritten in the tensor data, the file cut short, or
+ * another header size, in turn. For the loaders' "never crash, always a message" tests.
+ */
+function* damagedCopies(bytes, count, seed) {
+  let state = seed >>> 0;
+  const random = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const below = (n) => Math.floor(random() * n);
+  const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+  for (let i = 0; i < count; i++) {
+    let damaged = Buffer.from(bytes);
+    const kind = i % 4;
+    if (kind === 0) for (let k = 0; k <= below(4); k++) damaged[8 + below(headerEnd - 8)] = below(256);
+    if (kind === 1) for (let k = 0; k <= below(8); k++) damaged[headerEnd + below(bytes.length - headerEnd)] = below(256);
+    if (kind === 2) damaged = damaged.subarray(0, below(bytes.length));
+    if (kind === 3) damaged.writeBigUInt64LE(BigInt(below(2 ** 31)) * BigInt(1 + below(512)), 0);
+    yield damaged;
+  }
+}
+
 module.exports = {
-  MICRO_CONFIG, assertSameResults, tempDir, microModelFile, packageWithoutModel, readSafetensors, writeSafetensors, withMetadata,
+  MICRO_CONFIG, assertSameResults, damagedCopies, tempDir, microModelFile, packageWithoutModel, readSafetensors, writeSafetensors, withMetadata,
 };
