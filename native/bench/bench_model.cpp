@@ -89,8 +89,11 @@ int main(int argc, char** argv) {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) targets[size_t(b * T + t)] = int32_t((b * 7 + t * 13) % config.charset_size());
     std::vector<float> logits(size_t(B * T * config.num_classes));
+    // Adam's moments exist only for training: allocated (and touched) in the other modes they
+    // would add two copies of the parameters to the peak RSS that inference does not have.
     const int64_t P = net.layout().param_floats;
-    std::vector<float> m(size_t(P), 0.0f), v(size_t(P), 0.0f);
+    std::vector<float> m, v;
+    if (a.mode == "train") m.assign(size_t(P), 0.0f), v.assign(size_t(P), 0.0f);
     int64_t step = 0;
 
     const safl::MatmulPrecisionScope precision(a.precision);
