@@ -9,8 +9,10 @@
 // Memory: one device activation arena (DeviceArena), grown to the largest batch seen. Each call
 // lays out the buffers it needs with the CPU network's carve functions (a counting pass, then one
 // that hands out pieces), its inputs included, so nothing is allocated inside the computation
-// apart from the arena's growth and the ops' own small scratch (the focal loss's row losses, the
-// gradient norm's partial sums).
+// apart from the arena's growth and the ops' own small scratch, which they allocate and free per
+// call: the focal loss's row losses and status, the gradient norm's partial sums, and the id check
+// of embedding_forward/backward (one int64 and a copy back to the host: a device synchronisation
+// per decoding step and two per training step).
 //
 // Note [device folded copy]: inference runs the convolutions (and the localisation fc1) with batch
 // norm folded into their weights and biases, as the CPU network does (Note [folded inference copy]

@@ -19,6 +19,12 @@
 #pragma once
 #include <cuda_runtime.h>
 
+// Note [streams] relies on the legacy default stream; with per-thread default streams the copies
+// and kernels would no longer be ordered.
+#ifdef CUDA_API_PER_THREAD_DEFAULT_STREAM
+#error "the CUDA network needs the legacy default stream (Note [streams]): do not build with --default-stream per-thread"
+#endif
+
 #include <cstdint>
 #include <vector>
 
@@ -149,7 +155,8 @@ struct GreedyState {
 void carve_greedy(Carver& c, GreedyState& s, const Config& config, int64_t B);
 
 // Greedy decoding of B images from their memory (B, S, d), as net::decode with beam_width 1 (same
-// token choices, probabilities and confidences). `copy_stream` is the network's stream and
+// token choices; probabilities and confidences up to rounding: expf on the device, std::exp on the
+// CPU). `copy_stream` is the network's stream and
 // `pinned_live` one pinned host int32: the number of live rows comes back through them once per
 // step, and decoding stops when it is zero.
 std::vector<Decoded> greedy_decode(net::DecodeBuffers& b, GreedyState& s, const float* params,

@@ -37,6 +37,7 @@ using safl::model::Decoded;
 using safl::model::Network;
 
 constexpr double kTensorTolerance = 3e-2;  // Note [whole-network tolerances]
+constexpr double kUpdateTolerance = 0.1;   // a running statistic's update on its own (see its test)
 
 // 32×64 input, 32×32 localisation input, 32×16 rectified (S = 4), a projection from the backbone's
 // 12 channels to d_model 16, two heads, two decoder layers, 7 characters.
@@ -120,12 +121,17 @@ void expect_gradients_close(CudaNetwork& gpu, Network& cpu) {
   const float* expected = cpu.grads();
   const double whole_norm = l2(expected, layout.param_floats);
   std::vector<std::pair<double, std::string>> errors;
+  std::string below_floor;
   for (const auto& spec : layout.params) {
-    // A tensor whose gradient is tiny next to the whole network's is compared against a floor.
+    // A tensor whose gradient is tiny next to the whole network's is compared against a floor;
+    // where its own norm is far below the floor that comparison cannot fail, so those are named
+    // (loc.fc1.bias always: its gradient is zero, the batch norm after it removes any shift).
     const double floor = 1e-4 * whole_norm;
+    if (l2(expected + spec.offset, size_t(spec.numel)) < 0.1 * floor) below_floor += " " + spec.name;
     errors.push_back({relative_l2(grads.data() + spec.offset, expected + spec.offset, size_t(spec.numel), floor),
                       spec.name});
   }
+  if (!below_floor.empty()) std::printf("    gradients far below the floor (checked only in size):%s\n", below_floor.c_str());
   std::sort(errors.rbegin(), errors.rend());
   for (size_t i = 0; i < std::min<size_t>(5, errors.size()); ++i)
     std::printf("    gradient %-44s relative L2 error %.3g\n", errors[i].second.c_str(), errors[i].first);
@@ -179,11 +185,28 @@ SAFL_CUDA_TEST(cuda_network_teacher_forced_logits_inference_and_training) {
   gpu.forward(actual.data(), images.data(), targets.data(), B, /*training=*/true, 14);
   expect_close_tensor("training logits", actual.data(), expected.data(), actual.size());
 
-  // The training forward updated the running statistics on both sides alike.
+  // The training forward updated the running statistics on both sides alike: the whole buffer,
+  // then each tensor's update (after − before) on its own. An update is 0.1 · (batch statistic −
+  // running value) and can be small next to the value it moves (a variance of 2.8 moved by 0.07),
+  // so a wrong update (a biased variance, a wrong momentum, none at all) would hide in the whole
+  // buffer's error; compared by itself it is wrong by order 1. The updates' tolerance is looser
+  // than kTensorTolerance because TF32's error in a batch variance is amplified by
+  // var / (var − 1) in its update (up to about 10 here).
   Network copy(c);
   gpu.download(copy);
-  expect_close_tensor("running statistics", static_cast<const Network&>(copy).buffers(),
-                      static_cast<const Network&>(cpu).buffers(), size_t(cpu.layout().buffer_floats));
+  const float* cpu_stats = static_cast<const Network&>(cpu).buffers();
+  const float* gpu_stats = static_cast<const Network&>(copy).buffers();
+  expect_close_tensor("running statistics", gpu_stats, cpu_stats, buffer_floats);
+  for (const auto& spec : cpu.layout().buffers) {
+    std::vector<float> cpu_update(size_t(spec.numel)), gpu_update(size_t(spec.numel));
+    for (int64_t i = 0; i < spec.numel; ++i) {
+      cpu_update[size_t(i)] = cpu_stats[spec.offset + i] - initial_stats[size_t(spec.offset + i)];
+      gpu_update[size_t(i)] = gpu_stats[spec.offset + i] - initial_stats[size_t(spec.offset + i)];
+    }
+    const double error = relative_l2(gpu_update.data(), cpu_update.data(), cpu_update.size());
+    if (error > kUpdateTolerance) std::printf("    FAIL update of %s: relative L2 error %.3g\n", spec.name.c_str(), error);
+    EXPECT(error <= kUpdateTolerance);
+  }
   // The parameters came back as they went (no training step).
   EXPECT(relative_l2(static_cast<const Network&>(copy).params(), static_cast<const Network&>(cpu).params(),
                      size_t(cpu.layout().param_floats)) == 0.0);
@@ -318,8 +341,13 @@ SAFL_CUDA_TEST(cuda_network_greedy_recognition_matches_cpu) {
         EXPECT(k < a.tokens.size() && a.tokens[k] == e.tokens[k]);
         if (k < a.probs.size()) EXPECT_NEAR(a.probs[k], e.probs[k], 0.05);
       }
+      // A result of max_len characters may have ended without EOS (Note [the last position holds
+      // only EOS] in network_decode.cpp): its confidence has no EOS factor, and where EOS nearly
+      // won that last step the other backend may have ended it with EOS, the same characters at
+      // a lower confidence. Such results are compared by their characters only.
+      const bool may_be_unfinished = int64_t(e.tokens.size()) == c.max_len;
       const float eos_prob = product > 0.0f ? e.confidence / product : 0.0f;
-      if (!clear || eos_prob < kConfident) continue;
+      if (!clear || eos_prob < kConfident || may_be_unfinished) continue;
       ++clear_words;
       EXPECT(a.tokens == e.tokens);
       EXPECT_NEAR(a.confidence, e.confidence, 0.05);
