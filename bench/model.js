@@ -106,13 +106,11 @@ function safl(config, batch, mode, threads, precision) {
   return { imgPerS: res.img_per_s, rss: res.peak_rss_mib, simd: res.simd, precision: res.precision };
 }
 
-
 function median(xs) {
   const sorted = [...xs].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
-
 
 const rows = [];
 let torchVersion = '';

@@ -58,10 +58,12 @@ export interface ModelMetadata {
 const MAX_HEADER_BYTES = 100 * 2 ** 20;
 
 /**
- * Why a config's num_classes does not fit its charset (the characters plus the special classes),
- * or undefined when it does. Model files and checkpoints both store the two separately.
+ * Why a file's stored config does not go with its charset — not a JSON object, or a num_classes
+ * other than the characters plus the special classes — or undefined when it does. Model files and
+ * checkpoints both store the two separately.
  */
-export function classesMismatch(config: Record<string, unknown>, charset: readonly string[]): string | undefined {
+export function configCharsetProblem(config: unknown, charset: readonly string[]): string | undefined {
+  if (!isPlainObject(config)) return '"config" is not a JSON object';
   const expected = charset.length + SPECIAL_CLASSES;
   if (config.num_classes === expected) return undefined;
   return `the charset has ${charset.length} characters, so config.num_classes must be ${expected} but it is ${JSON.stringify(config.num_classes)}`;
@@ -114,7 +116,6 @@ export function readMetadata(bytes: Uint8Array, source: string): ModelMetadata {
     }
   };
   const config = json('config');
-  if (!isPlainObject(config)) throw invalid('"config" is not a JSON object');
   let charset: string[];
   try {
     charset = validateCharset(json('charset'), 'charset');
@@ -122,8 +123,8 @@ export function readMetadata(bytes: Uint8Array, source: string): ModelMetadata {
     if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
     throw invalid(err.message);
   }
-  const mismatch = classesMismatch(config, charset);
-  if (mismatch !== undefined) throw invalid(mismatch);
+  const problem = configCharsetProblem(config, charset);
+  if (problem !== undefined) throw invalid(problem);
   const training = json('training');
   if (!isPlainObject(training)) throw invalid('"training" is not a JSON object');
   return { format: metadata.format, config: config as unknown as ModelConfig, charset, training };

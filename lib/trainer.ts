@@ -37,7 +37,7 @@ import { DatasetScore } from './data/metrics.js';
 import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
-import { classesMismatch, encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
+import { configCharsetProblem, encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
 import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
@@ -436,6 +436,27 @@ function expectConfig(addon: NativeAddon, given: unknown, charset: readonly stri
   if (differences !== '') throw new Error(`${file}: the ${what} is of another configuration (${differences})`);
 }
 
+/**
+ * A native trainer of the configuration a file holds, loaded from it (a checkpoint with its
+ * optimizer state, or a model file's weights alone). The configuration is the file's, so an error
+ * creating the trainer names the file too.
+ */
+async function loadNativeTrainer(addon: NativeAddon, config: ModelConfig, seed: number, bytes: Uint8Array, file: string, withOptimizer: boolean): Promise<NativeTrainer> {
+  let native: NativeTrainer;
+  try {
+    native = await addon.NativeTrainer.create(JSON.stringify(config), seed);
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    await native.load(bytes, file, withOptimizer);
+  } catch (err) {
+    native.close();
+    throw err;
+  }
+  return native;
+}
+
 /** The shortest decimal that reads back as the same float32 (0.1 stays 0.1; see recognizer.ts). */
 function shortestFloat32(x: number): number {
   for (let digits = 1; digits < 9; digits++) {
@@ -551,10 +572,9 @@ function readCheckpointMetadata(bytes: Uint8Array, source: string): CheckpointMe
   }
   try {
     const config = JSON.parse(metadata.config as string) as ModelConfig;
-    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new Error('"config" is not a JSON object');
     const charset = validateCharset(JSON.parse(metadata.charset as string), 'charset');
-    const mismatch = classesMismatch(config as unknown as Record<string, unknown>, charset);
-    if (mismatch !== undefined) throw new Error(mismatch);
+    const problem = configCharsetProblem(config, charset);
+    if (problem !== undefined) throw new Error(problem);
     const state = JSON.parse(metadata.state as string) as CheckpointState;
     if (typeof state.step !== 'number' || typeof state.run !== 'object') throw new Error('"state" lacks step or run');
     return { config, charset, state };
@@ -687,21 +707,12 @@ export class Trainer {
       resolved.init = { model: initFile, training: model.training };
     }
     const { addon, device: runsOn } = nativeAddon(device, resolved.precision);
-    let configJson: string;
+    let native: NativeTrainer;
     if (init === undefined) {
-      configJson = configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length);
+      native = await addon.NativeTrainer.create(configJsonFor(addon, raw.config, charset.length + SPECIAL_CLASSES, charset.length), seed);
     } else {
       if (raw.config !== undefined) expectConfig(addon, raw.config, charset, init.config, init.file, 'model');
-      configJson = JSON.stringify(init.config);
-    }
-    const native = await addon.NativeTrainer.create(configJson, seed);
-    if (init !== undefined) {
-      try {
-        await native.load(init.bytes, init.file, false);
-      } catch (err) {
-        native.close();
-        throw err;
-      }
+      native = await loadNativeTrainer(addon, init.config, seed, init.bytes, init.file, false);
     }
     if (threads !== undefined) setPoolThreads(threads);
     return new Trainer(constructing, native, runsOn, charset, resolved);
@@ -735,18 +746,7 @@ export class Trainer {
     const run = resolveOptions({ ...state.run, checkpointDir: path.dirname(file), ...overrides }, state.run.seed);
     const { addon, device: runsOn } = nativeAddon(device, run.precision);
     if (raw.config !== undefined) expectConfig(addon, raw.config, charset, config, file, 'checkpoint');
-    let native: NativeTrainer;
-    try {
-      native = await addon.NativeTrainer.create(JSON.stringify(config), 0);
-    } catch (err) {
-      throw new Error(`${file}: ${(err as Error).message}`, { cause: err }); // its config is the checkpoint's
-    }
-    try {
-      await native.load(bytes, file, true);
-    } catch (err) {
-      native.close();
-      throw err;
-    }
+    const native = await loadNativeTrainer(addon, config, 0, bytes, file, true);
     if (threads !== undefined) setPoolThreads(threads);
     const trainer = new Trainer(constructing, native, runsOn, charset, run, state);
     if (run.checkpointDir !== undefined) await trainer.#trimMetrics(run.checkpointDir);

@@ -11,7 +11,7 @@ const { Recognizer } = safl;
 const { Trainer, learningRate, CHECKPOINT_FORMAT, MAX_CONSECUTIVE_SKIPS } = require('../dist/trainer.js');
 const { loadCpuAddon } = require('../dist/native.js');
 const { WORD_CHARSET, drawWord, wordSource } = require('./helpers/words.js');
-const { damagedCopies, microModelFile, readSafetensors, tempDir } = require('./helpers/model.js');
+const { MICRO_CONFIG, damagedCopies, microModelFile, readSafetensors, tempDir, withMetadata } = require('./helpers/model.js');
 
 /** Every layer of the network, a few channels wide; 10 characters, words of up to 6. */
 const TRAIN_MICRO = Object.freeze({
@@ -436,6 +436,12 @@ describe('Trainer', () => {
       });
       await assert.rejects(Trainer.create({ init: modelFile, config: 'tiny' }), {
         message: new RegExp(`: the model is of another configuration \\(loc_channels is \\[4,4,4,4,4,4\\] in the model but \\[16,32,64,128,128,128\\] in this run; `),
+      });
+      // A file whose own config is invalid: the native check's message, naming the file.
+      const badConfig = path.join(dir, 'bad-config.safetensors');
+      fs.writeFileSync(badConfig, withMetadata(fs.readFileSync(modelFile), (m) => (m.config = JSON.stringify({ ...MICRO_CONFIG, max_len: 0 }))));
+      await assert.rejects(Trainer.create({ init: badConfig }), {
+        message: `${badConfig}: config: expected max_len between 1 and 1024 but received 0`,
       });
       // Its own config and charset, given again, are accepted.
       const recognizer = await Recognizer.load(modelFile);

@@ -1,7 +1,8 @@
 // Pixel operations of the synthetic generator, on Float32Array planes in [0, 1] (one channel, or RGB
 // interleaved): colours with a chosen contrast, smooth value noise, separable Gaussian blur and max
 // filter (for outlines), a directional sweep (for extruded letters), the projective-plus-curve warp
-// that places text on its surface, and the conversion to 8-bit pixels. Plain loops: images are a few tens of thousands of pixels.
+// that places text on its surface, and the conversion to 8-bit pixels. Plain loops: images are a
+// few tens of thousands of pixels.
 //
 // Note [scratch planes]: the float planes of a sample (text coverage, outline, shadow, the image,
 // temporaries) are views of buffers kept from one sample to the next: allocating them anew for every
