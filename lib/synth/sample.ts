@@ -6,7 +6,8 @@
 //     on either side of it, a space away (Note [neighbouring letters])
 //  3. on that canvas: an outline (dilated coverage), and a drop shadow or an extrusion (Note
 //     [extruded letters]), each now and then
-//  4. a crop rectangle around the word's ink with uneven margins
+//  4. a crop rectangle around the word's ink with uneven margins, now and then cutting into the
+//     letters' tops or bottoms (Note [clipped letters])
 //  5. the crop is placed on its surface: horizontal stretch, slant, rotation, perspective (a
 //     homography) and a curved baseline; the output is an upright box around the warped word
 //     (Note [the image's extent])
@@ -37,6 +38,12 @@
 // from the text's coverage swept over whole-pixel steps along that direction (the maximum of the
 // shifted copies), drawn opaque in a shade of the ink beneath the text, where a drop shadow would
 // go (the two share a plane and never come together).
+//
+// Note [clipped letters]: shop signs are often cropped tightly, the tops or bottoms of tall letters
+// cut off by the box (a neon or channel-letter sign filling the frame). For one sample in seven
+// whose ink is at least half the letter size tall, the crop's top, bottom or both are moved into
+// the ink by 3–12% of the letter size (at most 12% of the ink's height), whatever margin step 4
+// drew. The cut comes from a stream of its own, so the other samples stay as they were.
 //
 // Note [one inverse map]: everything that lies on the sign (text, outline, shadow, background
 // texture, the band along its edge) is evaluated in surface coordinates found by inverting the warp
@@ -107,6 +114,7 @@ const enum Stream {
   Texture,
   Camera,
   Scene,
+  Clip,
 }
 
 /** Makes sample `index` of `ctx.seed`. */
@@ -206,6 +214,19 @@ function sideColour(col: Rng, ink: Rgb): Rgb {
   return withLuminance(ink, col.chance(0.7) ? l * col.uniform(0.3, 0.75) : l + (1 - l) * col.uniform(0.25, 0.6));
 }
 
+/**
+ * How far the crop cuts into the letters at its top and bottom (Note [clipped letters]), in
+ * pixels: 0, 0 for most samples.
+ */
+function clippedLetters(clip: Rng, size: number, inkHeight: number): [number, number] {
+  if (!clip.chance(0.15) || inkHeight < 0.5 * size) return [0, 0];
+  const r = clip.next();
+  const cut = () => Math.min(size * clip.uniform(0.03, 0.12), 0.12 * inkHeight);
+  if (r < 0.4) return [cut(), 0];
+  if (r < 0.8) return [0, cut()];
+  return [cut(), cut()];
+}
+
 /** Steps 3–6: canvas, outline and shadow, crop, warp, surface; returns the image (a scratch plane). */
 function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb: Float32Array; width: number; height: number } {
   const ink = line.word ?? { x0: 0, y0: 0, x1: line.width, y1: line.height };
@@ -252,9 +273,12 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   const padLeft = left ? ink.x0 - left.x1 + (left.x1 - left.x0) * showLeft : sidePad();
   const padRight = right ? right.x0 - ink.x1 + (right.x1 - right.x0) * showRight : sidePad();
   const cropX = margin + ink.x0 - padLeft;
-  const cropY = margin + ink.y0 - verticalPad();
+  let cropY = margin + ink.y0 - verticalPad();
   const cropW = margin + ink.x1 + padRight - cropX;
-  const cropH = margin + ink.y1 + verticalPad() - cropY;
+  let cropH = margin + ink.y1 + verticalPad() - cropY;
+  const [clipTop, clipBottom] = clippedLetters(rng.fork(Stream.Clip), size, ink.y1 - ink.y0);
+  cropY += clipTop;
+  cropH -= clipTop + clipBottom;
 
   // 5. The warp: crop coordinates (u, v) → curve → homography → image coordinates.
   const geo = rng.fork(Stream.Geometry);
