@@ -39,6 +39,23 @@
 // slot, slot + slots, ... and its own weight gradient, and the slots' gradients are added to
 // dweight in slot order at the end. The slot count depends only on the machine (its hardware
 // threads), never on the pool size, so the gradient is the same bits for any thread count.
+//
+// Note [Winograd rows]: the forward of a 3×3 conv of stride 1 and padding 1 (every 3×3 conv of
+// the model) computes each output row in tiles of 4 with F(4, 3), the minimal 1-D filtering
+// algorithm of Winograd (as Lavin and Gray use it), along the row: per kernel row, 6 products
+// for a tile of 4 outputs where the direct sum takes 12. In GEMM form, for each point ξ = 0..5:
+//     U_ξ[co, (ci, r)]       = Σ_j G[ξ, j] · w[co, ci, r, j]                     (the weight)
+//     V_ξ[(ci, r), (b, oh, t)] = Σ_k Bᵀ[ξ, k] · x[b, ci, oh + r − 1, 4t + k − 1]  (0 in the padding)
+//     M_ξ = U_ξ × V_ξ                                                         (one sgemm per point)
+//     out[b, co, oh, 4t + m] = bias[co] + Σ_ξ Aᵀ[m, ξ] · M_ξ[co, (b, oh, t)]   (4t + m < Wo)
+// with r over the kernel rows of a band (Note [kernel rows that only see padding]; the whole
+// kernel on taller maps). Half the multiply-adds of im2col's GEMM (less the last tile's unused
+// columns), and V is half the size of col. Batches run in chunks of images as in Note [images
+// in chunks] when those are wide enough products, else in a few large pieces, each product then
+// spread over the threads. The transforms scale values by up to 25 and 8 before and after the
+// products, so the rounding differs from im2col's in the sixth digit; the backward stays with
+// im2col. Convs with few input channels (the stem's 3) keep im2col: the transforms would cost
+// more than they save.
 #include "ops/conv.h"
 
 #include <algorithm>
@@ -64,6 +81,15 @@ struct Band {
   int64_t rows() const { return oh1 - oh0; }
   int64_t kernel_rows() const { return k_hi - k_lo; }
 };
+
+// Note [Winograd rows]: the least input channels, the least columns (tiles) of a product, and
+// the floats of V and M of a thread's chunk (2 MiB, in its L2) and of a piece spread over the
+// threads.
+constexpr int64_t kMinWinogradChannels = 64;
+constexpr int64_t kMinWinogradTiles = 96;
+constexpr int64_t kWinogradChunkFloats = int64_t(1) << 19;
+constexpr int64_t kWinogradPieceFloats = int64_t(1) << 22;
+constexpr int64_t kPoints = 6;  // F(4, 3): 6 points per tile of 4 outputs
 
 struct ConvGeometry {
   int64_t B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw;
@@ -117,6 +143,27 @@ struct ConvGeometry {
     }
     return col + product + 2 * slice;
   }
+  // The bands the forward runs: the banded ones, else the whole output.
+  std::vector<Band> forward_bands() const { return banded() ? bands() : std::vector<Band>{whole()}; }
+  // Note [Winograd rows]: tiles of 4 outputs per row, and whether the forward takes that path.
+  int64_t tiles() const { return (Wo + 3) / 4; }
+  bool winograd() const {
+    return kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph == 1 && pw == 1 && Ci >= kMinWinogradChannels &&
+           Co > 0 && B * Ho * tiles() >= kMinWinogradTiles;
+  }
+  struct WinogradPlan {
+    int64_t images = 0;   // per chunk or piece
+    int64_t slots = 0;    // > 0: chunks spread over the threads, each slot a piece of workspace
+    int64_t u_floats = 0;      // U of the band: kPoints · Co · Ci · kernel_rows
+    int64_t floats_per_image = 0;  // V and M of one image
+    int64_t workspace() const { return u_floats + std::max<int64_t>(1, slots) * images * floats_per_image; }
+  };
+  WinogradPlan winograd_plan(const Band& band) const;
+  int64_t winograd_workspace_floats() const {
+    int64_t floats = 0;
+    for (const Band& band : forward_bands()) floats = std::max(floats, winograd_plan(band).workspace());
+    return floats;
+  }
   // Note [images in chunks]: images per chunk (0: the batch in one piece), chunks, and the
   // pieces of workspace (one per thread that takes chunks).
   struct Chunks {
@@ -128,6 +175,9 @@ struct ConvGeometry {
   // Nothing is multiplied when K or Co is 0 (the output is the bias, dx is zero).
   int64_t workspace_floats() const {
     if (K() == 0 || Co == 0) return 0;
+    return std::max(im2col_workspace_floats(), winograd() ? winograd_workspace_floats() : 0);
+  }
+  int64_t im2col_workspace_floats() const {
     if (banded()) return banded_workspace_floats();
     const Chunks c = chunks();
     if (c.count > 0) return c.slots * (c.slot_floats() + Co * K());  // pieces, then the slots' dweight
@@ -151,6 +201,23 @@ ConvGeometry::Chunks ConvGeometry::chunks() const {
   c.slots = std::min<int64_t>(count, kSlotsPerThread * hardware_threads());
   c.floats_per_image = per_image;
   return c;
+}
+
+ConvGeometry::WinogradPlan ConvGeometry::winograd_plan(const Band& band) const {
+  WinogradPlan p;
+  const int64_t k = Ci * band.kernel_rows(), columns = band.rows() * tiles();
+  p.u_floats = kPoints * Co * k;
+  p.floats_per_image = kPoints * (k + Co) * columns;
+  const int64_t images = std::clamp<int64_t>(kWinogradChunkFloats / p.floats_per_image, 1, B);
+  const int64_t count = (B + images - 1) / images;
+  if (count >= kMinChunks && images * columns >= std::max(Co, kMinWinogradTiles)) {
+    p.images = images;
+    p.slots = std::min<int64_t>(count, kSlotsPerThread * hardware_threads());
+    return p;
+  }
+  const int64_t widest = (kMinWinogradTiles + columns - 1) / columns;
+  p.images = std::clamp<int64_t>(std::max(kWinogradPieceFloats / p.floats_per_image, widest), 1, B);
+  return p;
 }
 
 ConvGeometry check_geometry(const char* op, int64_t B, int64_t Ci, int64_t H, int64_t W, int64_t Co,
@@ -324,6 +391,149 @@ void fill_band(float* out, const float* bias, const ConvGeometry& g, const Band&
   for (int64_t task = 0; task < g.B * g.Co; ++task) {
     float* dst = out + task * g.spatial_out() + band.oh0 * g.Wo;
     std::fill(dst, dst + band.rows() * g.Wo, bias ? bias[task % g.Co] : 0.0f);
+  }
+}
+
+// Note [Winograd rows]: F(4, 3)'s matrices. Bᵀ maps 6 inputs to the 6 points, G the 3 weights,
+// Aᵀ the 6 products to 4 outputs.
+constexpr float kG[kPoints][3] = {{1.0f / 4, 0, 0},
+                                  {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                  {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                  {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                  {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                  {0, 0, 1}};
+
+// U (kPoints, Co, Ci·kernel_rows) of the band's kernel rows, columns ordered (ci, r).
+void winograd_weight(float* u, const float* weight /* (Co, Ci, 3, 3) */, const ConvGeometry& g, const Band& band) {
+  const int64_t kr = band.kernel_rows(), k = g.Ci * kr;
+  parallel_for(0, g.Co * kPoints, grain_for(k), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t co = task / kPoints, xi = task % kPoints;
+      float* dst = u + (xi * g.Co + co) * k;
+      for (int64_t ci = 0; ci < g.Ci; ++ci) {
+        const float* w = weight + ((co * g.Ci + ci) * 3 + band.k_lo) * 3;
+        for (int64_t rr = 0; rr < kr; ++rr, w += 3) dst[ci * kr + rr] = kG[xi][0] * w[0] + kG[xi][1] * w[1] + kG[xi][2] * w[2];
+      }
+    }
+  });
+}
+
+// V (kPoints, Ci·kernel_rows, images·rows·tiles) of images [b0, b0 + images) for the band.
+// Each input row is transformed once and copied to every (kernel row, output row) pair that
+// reads it; pairs whose input row is padding get zeros.
+void winograd_input(float* v, const float* x /* (B, Ci, H, W) */, const ConvGeometry& g, const Band& band,
+                    int64_t b0, int64_t images) {
+  const int64_t kr = band.kernel_rows(), k = g.Ci * kr, T = g.tiles(), rows = band.rows();
+  const int64_t columns = images * rows * T, point = k * columns;  // of V
+  const int64_t ih_lo = std::max<int64_t>(0, band.oh0 + band.k_lo - 1);
+  const int64_t ih_hi = std::min(g.H, band.oh1 + band.k_hi - 2);
+  parallel_for(0, g.Ci * images, grain_for(kr * rows * T * kPoints), [&](int64_t lo, int64_t hi) {
+    // The row's four phases, p[j][t] = x[4t + j − 1] (0 in the padding): the tile inputs
+    // d_k(t) = x[4t + k − 1] are p[k][t] for k < 4 and p[k − 4][t + 1] after, runs along t that
+    // the compiler vectorises. Then the row's kPoints transformed runs.
+    std::vector<float> scratch(size_t(4 * (T + 1) + kPoints * T));
+    float* p[4];
+    for (int j = 0; j < 4; ++j) p[j] = scratch.data() + j * (T + 1);
+    float* tr = scratch.data() + 4 * (T + 1);  // (kPoints, T)
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t ci = task / images, i = task % images;
+      const float* plane = x + ((b0 + i) * g.Ci + ci) * g.H * g.W;
+      auto destination = [&](int64_t rr, int64_t oh) {
+        return v + (ci * kr + rr) * columns + (i * rows + oh - band.oh0) * T;
+      };
+      for (int64_t rr = 0; rr < kr; ++rr) {
+        for (int64_t oh = band.oh0; oh < band.oh1; ++oh) {
+          const int64_t ih = oh + band.k_lo + rr - 1;
+          if (ih >= 0 && ih < g.H) continue;
+          float* dst = destination(rr, oh);
+          for (int64_t xi = 0; xi < kPoints; ++xi) std::fill(dst + xi * point, dst + xi * point + T, 0.0f);
+        }
+      }
+      for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
+        const float* row = plane + ih * g.W;
+        for (int j = 0; j < 4; ++j) {
+          for (int64_t t = 0; t <= T; ++t) {
+            const int64_t w = 4 * t + j - 1;
+            p[j][t] = w >= 0 && w < g.W ? row[w] : 0.0f;
+          }
+        }
+        for (int64_t t = 0; t < T; ++t) {
+          const float d0 = p[0][t], d1 = p[1][t], d2 = p[2][t], d3 = p[3][t], d4 = p[0][t + 1], d5 = p[1][t + 1];
+          tr[t] = 4 * d0 - 5 * d2 + d4;
+          tr[T + t] = -4 * d1 - 4 * d2 + d3 + d4;
+          tr[2 * T + t] = 4 * d1 - 4 * d2 - d3 + d4;
+          tr[3 * T + t] = -2 * d1 - d2 + 2 * d3 + d4;
+          tr[4 * T + t] = 2 * d1 - d2 - 2 * d3 + d4;
+          tr[5 * T + t] = 4 * d1 - 5 * d3 + d5;
+        }
+        for (int64_t rr = 0; rr < kr; ++rr) {
+          const int64_t oh = ih - band.k_lo - rr + 1;
+          if (oh < band.oh0 || oh >= band.oh1) continue;
+          float* dst = destination(rr, oh);
+          for (int64_t xi = 0; xi < kPoints; ++xi) std::copy(tr + xi * T, tr + (xi + 1) * T, dst + xi * point);
+        }
+      }
+    }
+  });
+}
+
+// The band's rows of out (B, Co, Ho, Wo) for images [b0, b0 + images) from M (kPoints, Co,
+// images·rows·tiles), adding the bias.
+void winograd_output(float* out, const float* m, const float* bias, const ConvGeometry& g, const Band& band,
+                     int64_t b0, int64_t images) {
+  const int64_t T = g.tiles(), rows = band.rows(), columns = images * rows * T, point = g.Co * columns;
+  parallel_for(0, images * g.Co, grain_for(rows * g.Wo * kPoints), [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      const int64_t i = task / g.Co, co = task % g.Co;
+      const float shift = bias ? bias[co] : 0.0f;
+      for (int64_t oh = band.oh0; oh < band.oh1; ++oh) {
+        const float* src = m + co * columns + (i * rows + oh - band.oh0) * T;
+        float* dst = out + (((b0 + i) * g.Co + co) * g.Ho + oh) * g.Wo;
+        for (int64_t t = 0; t < T; ++t) {
+          const float m0 = src[t], m1 = src[point + t], m2 = src[2 * point + t], m3 = src[3 * point + t],
+                      m4 = src[4 * point + t], m5 = src[5 * point + t];
+          const float y[4] = {m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * m3 - 2 * m4, m1 + m2 + 4 * m3 + 4 * m4,
+                              m1 - m2 + 8 * m3 - 8 * m4 + m5};
+          const int64_t outputs = std::min<int64_t>(4, g.Wo - 4 * t);
+          for (int64_t j = 0; j < outputs; ++j) dst[4 * t + j] = y[j] + shift;
+        }
+      }
+    }
+  });
+}
+
+// Images [b0, b0 + images) of the band: V, the kPoints products, the output (Note [Winograd rows]).
+void winograd_piece(float* out, float* piece, const float* u, const float* x, const float* bias,
+                    const ConvGeometry& g, const Band& band, int64_t b0, int64_t images) {
+  const int64_t k = g.Ci * band.kernel_rows(), columns = images * band.rows() * g.tiles();
+  float* v = piece;                          // (kPoints, k, columns)
+  float* m = piece + kPoints * k * columns;  // (kPoints, Co, columns)
+  winograd_input(v, x, g, band, b0, images);
+  for (int64_t xi = 0; xi < kPoints; ++xi)
+    sgemm(m + xi * g.Co * columns, columns, u + xi * g.Co * k, k, false, v + xi * k * columns, columns, false, g.Co,
+          columns, k, 1.0f, 0.0f);
+  winograd_output(out, m, bias, g, band, b0, images);
+}
+
+void forward_winograd(float* out, float* workspace, const float* x, const float* weight, const float* bias,
+                      const ConvGeometry& g) {
+  for (const Band& band : g.forward_bands()) {
+    const ConvGeometry::WinogradPlan p = g.winograd_plan(band);
+    float* u = workspace;
+    winograd_weight(u, weight, g, band);
+    float* pieces = workspace + p.u_floats;
+    const int64_t count = (g.B + p.images - 1) / p.images;
+    if (p.slots == 0) {  // a few wide pieces, each product spread over the threads
+      for (int64_t c = 0; c < count; ++c)
+        winograd_piece(out, pieces, u, x, bias, g, band, c * p.images, std::min(p.images, g.B - c * p.images));
+      continue;
+    }
+    std::atomic<int64_t> next_chunk{0};  // Note [images in chunks]: chunks spread over the threads
+    parallel_run(int(p.slots), [&](int slot, int) {
+      float* piece = pieces + slot * p.images * p.floats_per_image;
+      for (int64_t c = next_chunk++; c < count; c = next_chunk++)
+        winograd_piece(out, piece, u, x, bias, g, band, c * p.images, std::min(p.images, g.B - c * p.images));
+    });
   }
 }
 
@@ -506,6 +716,10 @@ void conv2d_forward(float* out, float* workspace, const float* x, const float* w
   if (g.N() == 0 || Co == 0) return;
   if (g.K() == 0) {
     fill_bias(out, bias, g);
+    return;
+  }
+  if (g.winograd()) {
+    forward_winograd(out, workspace, x, weight, bias, g);
     return;
   }
   if (g.banded()) {

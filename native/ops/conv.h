@@ -7,7 +7,9 @@
 // the bias, or zeros).
 //
 // The CPU path is im2col + one sgemm for the whole batch (Note [one GEMM per batch] in
-// native/cpu/conv.cpp); it needs a caller-provided workspace of conv2d_workspace_floats(...)
+// native/cpu/conv.cpp), and for the forward of a 3×3 conv of stride 1 and padding 1 with at least
+// 64 input channels Winograd's F(4, 3) along the rows (Note [Winograd rows] there, rounding
+// differently in the sixth digit); it needs a caller-provided workspace of conv2d_workspace_floats(...)
 // floats, which the model carves from its activation arena, so the hot path allocates nothing.
 // The workspace holds scratch only: its contents are undefined after a call, and it may be nullptr
 // when its size is 0. The direct-loop references below are the oracle the fast path is tested

@@ -1,8 +1,9 @@
 // conv2d: gradient checks of x, weight and bias over kernel/stride/padding combinations, the
-// im2col + GEMM path (whole batch, chunks of images, bands of rows) against the direct-loop
-// reference at several thread counts, hand-computed cases, the workspace size, zero-size shapes
-// and argument errors.
+// im2col + GEMM path (whole batch, chunks of images, bands of rows) and the Winograd forward
+// against the direct-loop reference at several thread counts, hand-computed cases, the workspace
+// size, zero-size shapes and argument errors.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common/error.h"
@@ -108,6 +109,30 @@ SAFL_TEST(conv2d_gradcheck) {
   }
 }
 
+// Note [Winograd rows] in conv.cpp: whether the forward of c takes the F(4, 3) path.
+bool takes_winograd(const ConvCase& c) {
+  return c.kh == 3 && c.kw == 3 && c.sh == 1 && c.sw == 1 && c.ph == 1 && c.pw == 1 && c.Ci >= 64 &&
+         c.Co > 0 && c.B * c.Ho() * ((c.Wo() + 3) / 4) >= 96;
+}
+
+// The largest Σ |x|·|w| over the terms of one output: the scale of a sum's rounding error.
+double largest_term_sum(const ConvCase& c, const std::vector<float>& x, const std::vector<float>& w) {
+  std::vector<float> ax(x.size()), aw(w.size()), sums(c.out_size());
+  std::transform(x.begin(), x.end(), ax.begin(), [](float v) { return std::abs(v); });
+  std::transform(w.begin(), w.end(), aw.begin(), [](float v) { return std::abs(v); });
+  safl::cpu::conv2d_forward_reference(sums.data(), ax.data(), aw.data(), nullptr, c.B, c.Ci, c.H, c.W, c.Co, c.kh,
+                                      c.kw, c.sh, c.sw, c.ph, c.pw);
+  return sums.empty() ? 0.0 : double(*std::max_element(sums.begin(), sums.end()));
+}
+
+// The forward's absolute tolerance: im2col's GEMM rounds as the reference's sum does; F(4, 3)'s
+// transforms scale values by up to 25 before the products and 8 after, which the error bound
+// of a sum (about its length · eps · Σ|terms|, far less in practice) grows with: 2e-6 · Σ|terms|
+// is some 30 units of rounding of the largest sum.
+double forward_atol(const ConvCase& c, const std::vector<float>& x, const std::vector<float>& w) {
+  return takes_winograd(c) ? std::max(1e-5, 2e-6 * largest_term_sum(c, x, w)) : 1e-5;
+}
+
 SAFL_TEST(conv2d_fast_matches_reference) {
   std::vector<ConvCase> all = cases();
   all.push_back({3, 8, 12, 20, 16, 3, 3, 1, 1, 1, 1, true});  // enough work to split into chunks
@@ -129,7 +154,7 @@ SAFL_TEST(conv2d_fast_matches_reference) {
       Guarded out(c.out_size()), out_ref(c.out_size()), ws(size_t(c.workspace()));
       c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
       c.forward_reference(out_ref.data(), x.data(), w.data(), b.data());
-      EXPECT_ALL_CLOSE(out.data(), out_ref.data(), out.size(), 1e-4, 1e-5);
+      EXPECT_ALL_CLOSE(out.data(), out_ref.data(), out.size(), 1e-4, forward_atol(c, x, w));
 
       // dweight and dbias start non-zero: backward must add to them.
       Guarded dx(c.x_size()), dx_ref(c.x_size()), dw(c.w_size(), 0.5f), dw_ref(c.w_size(), 0.5f),
@@ -159,34 +184,74 @@ SAFL_TEST(conv2d_fast_matches_reference) {
   safl::set_num_threads(safl::hardware_threads());
 }
 
-SAFL_TEST(conv2d_chunks_same_bits_for_any_thread_count) {
-  // A batch in chunks of images (Note [images in chunks] in conv.cpp): forward and backward give
-  // the same bits whatever the number of threads.
-  const ConvCase c{10, 16, 16, 32, 8, 3, 3, 1, 1, 1, 1, true};
-  Rng rng(14);
-  std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co), dout(c.out_size());
-  rng.fill_uniform(x.data(), x.size());
-  rng.fill_uniform(w.data(), w.size());
-  rng.fill_uniform(b.data(), b.size());
-  rng.fill_uniform(dout.data(), dout.size());
-  std::vector<float> first_out, first_dx, first_dw;
-  for (int threads : {1, 2, 3}) {
+SAFL_TEST(conv2d_winograd_matches_reference) {
+  // Note [Winograd rows]: rows of 25 (a last tile of 1), 32, 50, 3 (one short tile) and 4 columns;
+  // maps of 1 and 2 rows (bands), 3 and more (the whole kernel, zero rows at the borders); chunks
+  // spread over the threads and wide pieces; one image; the model's channel counts.
+  const std::vector<ConvCase> all = {
+      {64, 64, 1, 25, 8, 3, 3, 1, 1, 1, 1, true},   // H = 1: the middle kernel row
+      {32, 64, 2, 25, 8, 3, 3, 1, 1, 1, 1, false},  // H = 2: two bands
+      {8, 64, 3, 32, 12, 3, 3, 1, 1, 1, 1, true},
+      {6, 96, 4, 25, 40, 3, 3, 1, 1, 1, 1, true},
+      {1, 64, 16, 50, 16, 3, 3, 1, 1, 1, 1, true},  // one image
+      {64, 64, 4, 3, 8, 3, 3, 1, 1, 1, 1, true},    // a row shorter than a tile
+      {40, 64, 3, 4, 8, 3, 3, 1, 1, 1, 1, false},   // one whole tile per row
+      {64, 128, 2, 25, 64, 3, 3, 1, 1, 1, 1, true}, // pieces: products too wide for chunks
+      {16, 256, 1, 25, 128, 3, 3, 1, 1, 1, 1, true},
+      {24, 64, 8, 50, 16, 3, 3, 1, 1, 1, 1, false},  // chunks spread over the threads
+  };
+  Rng rng(15);
+  for (int threads : {1, 2}) {
     safl::set_num_threads(threads);
-    Guarded out(c.out_size()), ws(size_t(c.workspace())), dx(c.x_size()), dw(c.w_size(), 0.5f), db(c.Co, 0.0f);
-    c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
-    c.backward(dx.data(), dw.data(), db.data(), ws.data(), dout.data(), x.data(), w.data());
-    if (first_out.empty()) {
-      first_out.assign(out.data(), out.data() + out.size());
-      first_dx.assign(dx.data(), dx.data() + dx.size());
-      first_dw.assign(dw.data(), dw.data() + dw.size());
+    for (const ConvCase& c : all) {
+      EXPECT(takes_winograd(c));
+      std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co);
+      rng.fill_uniform(x.data(), x.size());
+      rng.fill_uniform(w.data(), w.size());
+      rng.fill_uniform(b.data(), b.size());
+      Guarded out(c.out_size(), std::nanf("")), out_ref(c.out_size()), ws(size_t(c.workspace()));
+      c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
+      c.forward_reference(out_ref.data(), x.data(), w.data(), b.data());
+      EXPECT_ALL_CLOSE(out.data(), out_ref.data(), out.size(), 1e-4, forward_atol(c, x, w));
+      EXPECT_GUARDS(out, "out");
+      EXPECT_GUARDS(ws, "workspace");
     }
-    EXPECT_ALL_CLOSE(out.data(), first_out.data(), out.size(), 0.0, 0.0);
-    EXPECT_ALL_CLOSE(dx.data(), first_dx.data(), dx.size(), 0.0, 0.0);
-    EXPECT_ALL_CLOSE(dw.data(), first_dw.data(), dw.size(), 0.0, 0.0);
-    EXPECT_GUARDS(ws, "workspace");
-    EXPECT_GUARDS(dw, "dweight");
   }
   safl::set_num_threads(safl::hardware_threads());
+}
+
+SAFL_TEST(conv2d_chunks_same_bits_for_any_thread_count) {
+  // A batch in chunks of images (Note [images in chunks] in conv.cpp), im2col's and the Winograd
+  // forward's (in chunks and in pieces): forward and backward give the same bits whatever the
+  // number of threads.
+  Rng rng(14);
+  for (const ConvCase& c : {ConvCase{10, 16, 16, 32, 8, 3, 3, 1, 1, 1, 1, true},
+                            ConvCase{24, 64, 8, 50, 16, 3, 3, 1, 1, 1, 1, true},
+                            ConvCase{64, 128, 2, 25, 64, 3, 3, 1, 1, 1, 1, true}}) {
+    std::vector<float> x(c.x_size()), w(c.w_size()), b(c.Co), dout(c.out_size());
+    rng.fill_uniform(x.data(), x.size());
+    rng.fill_uniform(w.data(), w.size());
+    rng.fill_uniform(b.data(), b.size());
+    rng.fill_uniform(dout.data(), dout.size());
+    std::vector<float> first_out, first_dx, first_dw;
+    for (int threads : {1, 2, 3}) {
+      safl::set_num_threads(threads);
+      Guarded out(c.out_size()), ws(size_t(c.workspace())), dx(c.x_size()), dw(c.w_size(), 0.5f), db(c.Co, 0.0f);
+      c.forward(out.data(), ws.data(), x.data(), w.data(), b.data());
+      c.backward(dx.data(), dw.data(), db.data(), ws.data(), dout.data(), x.data(), w.data());
+      if (first_out.empty()) {
+        first_out.assign(out.data(), out.data() + out.size());
+        first_dx.assign(dx.data(), dx.data() + dx.size());
+        first_dw.assign(dw.data(), dw.data() + dw.size());
+      }
+      EXPECT_ALL_CLOSE(out.data(), first_out.data(), out.size(), 0.0, 0.0);
+      EXPECT_ALL_CLOSE(dx.data(), first_dx.data(), dx.size(), 0.0, 0.0);
+      EXPECT_ALL_CLOSE(dw.data(), first_dw.data(), dw.size(), 0.0, 0.0);
+      EXPECT_GUARDS(ws, "workspace");
+      EXPECT_GUARDS(dw, "dweight");
+    }
+    safl::set_num_threads(safl::hardware_threads());
+  }
 }
 
 SAFL_TEST(conv2d_hand_computed) {
