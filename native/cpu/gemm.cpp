@@ -69,10 +69,13 @@ constexpr int64_t kMC = 1536;
 // the estimated finish time, (rounds of jobs) × (largest job's cost), counting multiply-adds
 // with the padding of partial MR × NR tiles plus the packing each job repeats (kPackCost
 // multiply-adds per packed float); among grids within 3% of the best it takes the finest.
+// A job that reads a packed B (Note [packed B] in ops/gemm.h) pays kReadCost per float of its
+// columns' panels: split by rows, every job would stream all of B from memory.
 // A job gets at least kMinFlopsPerTask (8 MFLOP, some 50 µs of one core): waking the pool costs
 // several µs on an idle machine and tens of µs on a busy one, so small products run on the
 // calling thread alone.
 constexpr double kPackCost = 8.0;
+constexpr double kReadCost = 4.0;  // per float of packed B a job reads (Note [streaming packed B])
 constexpr double kMinFlopsPerTask = 1 << 23;
 constexpr int64_t kJobsPerThread = 4;
 
@@ -136,6 +139,13 @@ int64_t panel_floats(const GemmKernels& kernels, int64_t kc) {
   return round_up(kc, kernels.k_align) / kernels.values_per_float;
 }
 
+// Note [streaming packed B]: a packed B (a decoder weight at inference) is read from memory, not
+// from a block just packed into L2. With few rows (a decoding step's 64: up to kStreamRows) the
+// panels are the outer loop: each NR-column panel serves every MR-row panel of A in turn while the
+// next one is prefetched into L2, so its load overlaps those products; rows outer would wait for
+// the block's first pass from memory. The tiles and their sums are the same either way.
+constexpr int64_t kStreamRows = 64;
+
 // C[m0:m1, n0:n1] of the product, blocked and packed as in the file header; op(B)'s panels come
 // from b_prepacked when it is given (Note [packed B] in ops/gemm.h).
 void multiply_block(const GemmKernels& kernels, const Product& p, const PackedB* b_prepacked, int64_t m0,
@@ -162,13 +172,22 @@ void multiply_block(const GemmKernels& kernels, const Product& p, const PackedB*
         } else {
           kernels.pack_b(b_packed, p.B, p.ldb, p.trans_b, pc, kc, jc, nc);
         }
-        for (int64_t ir = 0; ir < mc; ir += mr) {
-          const int64_t rows = std::min(mr, mc - ir);
-          float* c_row = p.C + (ic + ir) * p.ldc + jc;
+        auto tile = [&](int64_t ir, int64_t jr) {
+          kernels.micro_kernel(kc, a_packed + ir * kc_floats, b_block + jr * kc_floats,
+                               p.C + (ic + ir) * p.ldc + jc + jr, p.ldc, std::min(mr, mc - ir),
+                               std::min(nr, nc - jr), p.alpha, beta);
+        };
+        if (b_prepacked && mc <= kStreamRows) {  // Note [streaming packed B]
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            kernels.micro_kernel(kc, a_packed + ir * kc_floats, b_block + jr * kc_floats, c_row + jr,
-                                 p.ldc, rows, std::min(nr, nc - jr), p.alpha, beta);
+            if (jr + nr < nc) {
+              const float* next = b_block + (jr + nr) * kc_floats;
+              for (int64_t f = 0; f < nr * kc_floats; f += 16) __builtin_prefetch(next + f, 0, 2);
+            }
+            for (int64_t ir = 0; ir < mc; ir += mr) tile(ir, jr);
           }
+        } else {
+          for (int64_t ir = 0; ir < mc; ir += mr)
+            for (int64_t jr = 0; jr < nc; jr += nr) tile(ir, jr);
         }
       }
     }
@@ -195,7 +214,8 @@ Grid choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int th
       const double n = double((col_panels + tn - 1) / tn * nr);
       const double repacks_of_b = b_prepacked ? 0.0 : std::ceil(m / double(kMC));
       const double rounds = double((tm * tn + workers - 1) / workers);
-      const double cost = rounds * (m * n * double(K) + kPackCost * double(K) * (m + n * repacks_of_b));
+      const double reads_of_b = b_prepacked ? kReadCost * double(K) * n : 0.0;
+      const double cost = rounds * (m * n * double(K) + kPackCost * double(K) * (m + n * repacks_of_b) + reads_of_b);
       if (cost < best_cost * 0.97 || (cost < best_cost * 1.03 && tm * tn > best.rows * best.cols)) {
         best_cost = std::min(best_cost, cost);
         best = {tm, tn};

@@ -9,11 +9,11 @@
 // depend on the thread count, nor on how many rows come with it). A tile of rows × outputs
 // accumulates W-lane partial products and ends with their transposed sums (lane_sums.h). The
 // kernel is written once with the GCC/Clang vector extension and compiled per SIMD level, as the
-// attention kernels are (Note [SIMD variants] in attention.cpp). A weight already packed
-// (linear_forward_packed) has no packing left to save: its rows always go through
-// sgemm_packed_b. The network keeps packed weights only for bfloat16 decoding, whose panels hold
-// half the stored weight's bytes, and whose few-row steps then multiply in bfloat16 as the
-// steps of more rows do.
+// attention kernels are (Note [SIMD variants] in attention.cpp). With a weight already packed
+// (linear_forward_packed) there is no packing left to save, but a few rows would still run
+// through sgemm's 8-row tiles reading every panel: in float32 they keep the dot products. Under
+// bfloat16 products they go through the packed panels (half the stored weight's bytes), so that
+// few-row steps multiply in bfloat16 as the steps of more rows do.
 #include "ops/linear.h"
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 
 #include "common/cpu_features.h"
 #include "common/error.h"
+#include "common/matmul_precision.h"
 #include "common/threadpool.h"
 #include "cpu/lane_sums.h"
 #include "ops/gemm.h"
@@ -194,7 +195,8 @@ void pack_linear_weight(PackedB& packed, const float* weight, int64_t in_feature
 
 void linear_forward_packed(float* out, const float* x, const float* weight, const PackedB* weight_packed,
                            const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
-  if (weight_packed == nullptr) {
+  const bool bfloat16_products = matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available();
+  if (weight_packed == nullptr || (N <= kFewRows && !bfloat16_products)) {  // Note [few rows]
     linear_forward(out, x, weight, bias, N, in_features, out_features);
     return;
   }

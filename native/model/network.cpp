@@ -17,15 +17,14 @@
 // parameters between two inference calls without touching an accessor or training is not seen.
 //
 // Note [packed decoder weights]: decoding multiplies the decoder's weights at every step, and
-// sgemm packs each of them again each time. With bfloat16 products that packing also converts
-// them to bfloat16, the largest cost of a step at batch 64; recognition then keeps the decoder's
-// projection, FFN and classifier weights packed once (Note [packed B] in ops/gemm.h: half as many
-// bytes as the weights, read straight by the tile kernels), and every step multiplies them, even
-// one of a single row (Note [few rows] in linear.cpp). In float32 a packed copy was measured
-// no faster (the kernels then read the panels from memory instead of the freshly packed block
-// from L2) and would cost as much memory as the decoder, so float32 decoding packs per step and
-// keeps no copy. The packed weights go stale with the folded copy, and are packed again when the
-// kernels of the call change.
+// sgemm would pack each of them again each time (with bfloat16 products also converting them to
+// bfloat16, the largest cost of a step at batch 64). Recognition keeps the decoder's projection,
+// FFN and classifier weights packed once (Note [packed B] in ops/gemm.h; in bfloat16 half as many
+// bytes as the weights), and the steps read the panels straight from memory, streamed (Note
+// [streaming packed B] in gemm.cpp). In float32 the copy costs as much memory as the decoder's
+// weights (base: 57 MiB, tiny: 8 MiB) and saved an eighth of a base batch-64 decoding; steps of a
+// few rows keep their dot products (Note [few rows] in linear.cpp). The packed weights go stale
+// with the folded copy, and are packed again when the kernels of the call change.
 //
 // Note [inference reuses one layer's buffers]: in inference the Transformer layers share one set
 // of activation buffers, and a layer's output buffer is also the next layer's input: a layer reads
@@ -241,14 +240,10 @@ struct Network::Impl {
   // Note [folded inference copy], Note [packed decoder weights].
   void invalidate_inference_copies() { folded_stale = packed_stale = true; }
 
-  // The packed decoder weights for this call, or nullptr where decoding multiplies the stored
-  // weights (float32 products; the packed copy is then dropped).
+  // The packed decoder weights for this call (Note [packed decoder weights]), packed again when
+  // stale or packed for other kernels.
   const net::PackedDecoder* packed_decoder_for_this_call() {
     net::PackedDecoder& pd = packed_decoder;
-    if (matmul_precision() != MatmulPrecision::BFloat16 || !bfloat16_matmul_available()) {
-      pd = net::PackedDecoder{};
-      return nullptr;
-    }
     if (!packed_stale && pd.classifier.fits_this_call()) return &pd;
     const float* P = params.data();
     auto pack = [&](cpu::PackedB& packed, const net::LinearRef& r) {

@@ -30,9 +30,9 @@ namespace safl::cpu {
 void pack_linear_weight(PackedB& packed, const float* weight /* (out_features, in_features) */,
                         int64_t in_features, int64_t out_features);
 // linear_forward with the weight also given packed by pack_linear_weight (and fitting this call):
-// the rows go through sgemm_packed_b however few they are (Note [few rows] in linear.cpp), so the
-// result is sgemm's product for any N, without packing the weight again. A null weight_packed is
-// linear_forward itself.
+// the rows go through sgemm_packed_b without packing the weight again, however few they are under
+// bfloat16 products; in float32 up to a few rows take linear_forward's dot products (Note [few
+// rows] in linear.cpp). A null weight_packed is linear_forward itself.
 void linear_forward_packed(float* out /* (N, out_features) */, const float* x /* (N, in_features) */,
                            const float* weight /* (out_features, in_features) */, const PackedB* weight_packed,
                            const float* bias /* (out_features) or nullptr */, int64_t N, int64_t in_features,

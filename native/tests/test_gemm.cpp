@@ -332,7 +332,8 @@ bool check_packed_case(const Case& c, uint64_t seed, MatmulPrecision precision) 
 const Case kPackedCases[] = {
     {1, 1, 1, false, false},
     {13, 47, 33, false, true, 3, 5, 2, 0.5f, 1.5f},
-    {64, 1536, 512, false, true},  // a decoding step's self-attention projection (base)
+    {64, 1536, 512, false, true},  // a decoding step's self-attention projection (base): panels outer
+                                   // (Note [streaming packed B] in gemm.cpp)
     {61, 700, 400, true, false, 1, 2, 3, 1.0f, 0.0f},  // across the depth and column blocks
     {1600, 97, 800, false, true, 0, 0, 1, -1.0f, 1.0f},  // across the row block, a depth tail
 };
