@@ -71,12 +71,14 @@ constexpr int64_t kMC = 1536;
 // multiply-adds per packed float); among grids within 3% of the best it takes the finest.
 // A job that reads a packed B (Note [packed B] in ops/gemm.h) pays kReadCost per float of its
 // columns' panels: split by rows, every job would stream all of B from memory.
-// A job gets at least kMinFlopsPerTask (8 MFLOP, some 50 µs of one core): waking the pool costs
-// several µs on an idle machine and tens of µs on a busy one, so small products run on the
-// calling thread alone.
+// A job gets at least kMinFlopsPerTask (2 MFLOP, some 13 µs of one core): waking the pool costs
+// several µs on an idle machine and tens of µs on a busy one, so smaller products run on the
+// calling thread alone. 8 MFLOP left the tiny config's decoding steps (products of 3 to 8
+// MFLOP) on one thread: 2 MFLOP decodes 4% (batch 64) to 8% (batch 1) more images per second
+// (bench_model, 2 threads).
 constexpr double kPackCost = 8.0;
 constexpr double kReadCost = 4.0;  // per float of packed B a job reads (Note [streaming packed B])
-constexpr double kMinFlopsPerTask = 1 << 23;
+constexpr double kMinFlopsPerTask = 1 << 21;
 constexpr int64_t kJobsPerThread = 4;
 
 // The kernels this thread's product runs: bfloat16 tiles when asked for and available, else the
