@@ -13,6 +13,8 @@ const { bundledFamilies, readFontInfo, BUNDLED_FAMILIES } = require('../dist/syn
 const { renderLine } = require('../dist/synth/render.js');
 const { gaussianBlur, homography, project, invert3, sweep } = require('../dist/synth/augment.js');
 const { loadDictionary } = require('../dist/synth/words.js');
+const { clippedLetters } = require('../dist/synth/sample.js');
+const { Rng } = require('../dist/synth/random.js');
 const { DEFAULT_CHARSET } = require('../dist/charset.js');
 const { FolderSource } = require('../dist/data/folder.js');
 const { LmdbSource } = require('../dist/data/lmdb.js');
@@ -211,6 +213,26 @@ describe('synthetic generator', () => {
       const [u, v] = project(back, x, y);
       assert.ok(Math.abs(u - from[2 * i]) < 1e-9 && Math.abs(v - from[2 * i + 1]) < 1e-9);
     }
+  });
+
+  it('cuts into the letters of one crop in seven, by 3-12% of the letter size, at most 12% of the ink', () => {
+    // Note [clipped letters] in lib/synth/sample.ts, over many samples' streams.
+    const size = 40;
+    let clipped = 0;
+    const sides = { top: 0, bottom: 0, both: 0 };
+    for (let index = 0; index < 4000; index++) {
+      const [top, bottom] = clippedLetters(new Rng(7, index, 10), size, 30);
+      if (top === 0 && bottom === 0) continue;
+      clipped++;
+      sides[top > 0 && bottom > 0 ? 'both' : top > 0 ? 'top' : 'bottom']++;
+      for (const cut of [top, bottom].filter((c) => c > 0)) {
+        assert.ok(cut >= 0.03 * size - 1e-9 && cut <= Math.min(0.12 * size, 0.12 * 30) + 1e-9, `cut ${cut}`);
+      }
+    }
+    assert.ok(clipped > 0.12 * 4000 && clipped < 0.18 * 4000, `${clipped} of 4000 clipped`);
+    assert.ok(sides.top > 0.3 * clipped && sides.bottom > 0.3 * clipped && sides.both > 0.1 * clipped, JSON.stringify(sides));
+    // Ink shorter than half the letter size (a dash, dots) is never cut.
+    for (let index = 0; index < 500; index++) assert.deepEqual(clippedLetters(new Rng(7, index, 10), size, 19), [0, 0]);
   });
 
   it('sweeps coverage along a direction: the maximum of its shifted copies, cut at the plane\'s edges', () => {

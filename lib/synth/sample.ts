@@ -218,7 +218,7 @@ function sideColour(col: Rng, ink: Rgb): Rgb {
  * How far the crop cuts into the letters at its top and bottom (Note [clipped letters]), in
  * pixels: 0, 0 for most samples.
  */
-function clippedLetters(clip: Rng, size: number, inkHeight: number): [number, number] {
+export function clippedLetters(clip: Rng, size: number, inkHeight: number): [number, number] {
   if (!clip.chance(0.15) || inkHeight < 0.5 * size) return [0, 0];
   const r = clip.next();
   const cut = () => Math.min(size * clip.uniform(0.03, 0.12), 0.12 * inkHeight);
