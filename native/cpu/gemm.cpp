@@ -145,7 +145,9 @@ int64_t panel_floats(const GemmKernels& kernels, int64_t kc) {
 // from a block just packed into L2. With few rows (a decoding step's 64: up to kStreamRows) the
 // panels are the outer loop: each NR-column panel serves every MR-row panel of A in turn while the
 // next one is prefetched into L2, so its load overlaps those products; rows outer would wait for
-// the block's first pass from memory. The tiles and their sums are the same either way.
+// the block's first pass from memory. The tiles and their sums are the same either way. A single
+// row panel (batch-1 decoding) takes the panels in order anyway, and there the prefetches only
+// cost: base batch-1 bfloat16 decoding ran at 18.9 images/s with them, 23.4 without.
 constexpr int64_t kStreamRows = 64;
 
 // C[m0:m1, n0:n1] of the product, blocked and packed as in the file header; op(B)'s panels come
@@ -179,7 +181,7 @@ void multiply_block(const GemmKernels& kernels, const Product& p, const PackedB*
                                p.C + (ic + ir) * p.ldc + jc + jr, p.ldc, std::min(mr, mc - ir),
                                std::min(nr, nc - jr), p.alpha, beta);
         };
-        if (b_prepacked && mc <= kStreamRows) {  // Note [streaming packed B]
+        if (b_prepacked && mc > mr && mc <= kStreamRows) {  // Note [streaming packed B]
           for (int64_t jr = 0; jr < nc; jr += nr) {
             if (jr + nr < nc) {
               const float* next = b_block + (jr + nr) * kc_floats;
