@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the model shipped as models/default.safetensors (issue 5) and ships it: the tiny config on
 # the built-in synthetic generator (seed 1, every sample new), focal loss (γ = 2), Adam with a
-# cosine schedule, on the CPU, in six stages, as it was made:
+# cosine schedule, on the CPU, in seven stages, as it was made:
 #   1. 7500 steps, the cosine schedule ending at step 7500;
 #   2. resumed from that checkpoint with 16000 steps in all, which recomputes the cosine for 16000
 #      steps: the learning rate goes back up to 5.9e-4 at step 7501 (a warm restart) and decays to
@@ -28,11 +28,8 @@ stage2="safl train --resume $run --iterations 16000 --checkpoint-dir $run --chec
 stage3="safl train --resume $run --iterations 24000 --checkpoint-dir $run --checkpoint-every 500 --validate-every 2000 --val synth --val-samples 300 --log-every 50"
 stage4="safl train --resume $run --iterations 32000 --checkpoint-dir $run --checkpoint-every 500 --validate-every 2000 --val synth --val-samples 300 --log-every 50"
 ship4="node scripts/ship-model.js --run $run"
-stage5="safl train --init models/default.safetensors --data synth --val synth --val-samples 300 --iterations 8000 --batch-size 64 --lr 0.0001 --schedule cosine --warmup 300 --checkpoint-dir $run-stage5 --checkpoint-every 500 --validate-every 2000 --log-every 50 --seed 5"
-ship5="node scripts/ship-model.js --run $run-stage5"
-stage6="safl train --init models/default.safetensors --data synth --val synth --val-samples 300 --iterations 8000 --batch-size 64 --lr 0.0001 --schedule cosine --warmup 300 --checkpoint-dir $run-stage6 --checkpoint-every 500 --validate-every 2000 --log-every 50 --seed 6"
-ship6="node scripts/ship-model.js --run $run-stage6"
-stage7="safl train --init models/default.safetensors --data synth --val synth --val-samples 300 --iterations 8000 --batch-size 64 --lr 0.0001 --schedule cosine --warmup 300 --checkpoint-dir $run-stage7 --checkpoint-every 500 --validate-every 2000 --log-every 50 --seed 8"
+# Stages 5-7: each fine-tunes the file the stage before shipped, then ships its own.
+finetunes=("5 5" "6 6" "7 8")  # stage, generator seed
 # shellcheck disable=SC2086 # the commands are split into their words on purpose
 node dist/cli.js ${stage1#safl }
 # shellcheck disable=SC2086
@@ -41,16 +38,17 @@ node dist/cli.js ${stage2#safl }
 node dist/cli.js ${stage3#safl }
 # shellcheck disable=SC2086
 node dist/cli.js ${stage4#safl }
+chain="$stage1 && $stage2 && $stage3 && $stage4"  # what made the file being shipped
+ship="$ship4"
 # shellcheck disable=SC2086
-$ship4 --command "$stage1 && $stage2 && $stage3 && $stage4"
-# shellcheck disable=SC2086
-node dist/cli.js ${stage5#safl }
-# shellcheck disable=SC2086
-$ship5 --command "$stage1 && $stage2 && $stage3 && $stage4 && $ship4 && $stage5"
-# shellcheck disable=SC2086
-node dist/cli.js ${stage6#safl }
-# shellcheck disable=SC2086
-$ship6 --command "$stage1 && $stage2 && $stage3 && $stage4 && $ship4 && $stage5 && $ship5 && $stage6"
-# shellcheck disable=SC2086
-node dist/cli.js ${stage7#safl }
-node scripts/ship-model.js --run "$run-stage7" --command "$stage1 && $stage2 && $stage3 && $stage4 && $ship4 && $stage5 && $ship5 && $stage6 && $ship6 && $stage7"
+$ship --command "$chain"
+for finetune in "${finetunes[@]}"; do
+  read -r stage seed <<<"$finetune"
+  command="safl train --init models/default.safetensors --data synth --val synth --val-samples 300 --iterations 8000 --batch-size 64 --lr 0.0001 --schedule cosine --warmup 300 --checkpoint-dir $run-stage$stage --checkpoint-every 500 --validate-every 2000 --log-every 50 --seed $seed"
+  # shellcheck disable=SC2086
+  node dist/cli.js ${command#safl }
+  chain="$chain && $ship && $command"
+  ship="node scripts/ship-model.js --run $run-stage$stage"
+  # shellcheck disable=SC2086
+  $ship --command "$chain"
+done

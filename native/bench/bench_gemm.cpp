@@ -231,7 +231,7 @@ int main(int argc, char** argv) {
   // ever makes it look lower.
   double peak = best_peak_gflops();
   const safl::MatmulPrecisionScope precision_scope(precision);
-  const bool bfloat16_used = precision == safl::MatmulPrecision::BFloat16 && safl::bfloat16_matmul_available();
+  const bool bfloat16_used = safl::bfloat16_products_this_call();
 
   std::vector<Result> results;
   for (const Shape& s : kShapes) {

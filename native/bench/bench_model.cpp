@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
 
     const safl::MatmulPrecisionScope precision(a.precision);
     // What the products really use: bfloat16 only where the CPU has AMX.
-    const bool bfloat16_used = a.precision == safl::MatmulPrecision::BFloat16 && safl::bfloat16_matmul_available();
+    const bool bfloat16_used = safl::bfloat16_products_this_call();
     auto run_once = [&] {
       if (a.mode == "greedy") {
         net.recognize(images.data(), B, 1);

@@ -18,6 +18,10 @@ MatmulPrecisionScope::~MatmulPrecisionScope() { tls_precision = previous_; }
 
 bool bfloat16_matmul_available() { return amx_bf16_supported() && simd_level() == SimdLevel::Avx512; }
 
+bool bfloat16_products_this_call() {
+  return matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available();
+}
+
 const char* matmul_precision_name(MatmulPrecision precision) {
   return precision == MatmulPrecision::BFloat16 ? "bfloat16" : "float32";
 }

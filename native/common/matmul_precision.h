@@ -32,6 +32,9 @@ class MatmulPrecisionScope {
 // this process use the tile registers, and simd_level() is AVX-512.
 bool bfloat16_matmul_available();
 
+// True where this thread's products really are bfloat16: it asks for them and they are available.
+bool bfloat16_products_this_call();
+
 // "float32" or "bfloat16".
 const char* matmul_precision_name(MatmulPrecision precision);
 

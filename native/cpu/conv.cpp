@@ -394,6 +394,16 @@ void fill_band(float* out, const float* bias, const ConvGeometry& g, const Band&
   }
 }
 
+// Note [images in chunks]: the pool's threads, one per slot, claim chunks 0..count−1 in turn;
+// body(slot, chunk) runs on the claiming thread.
+template <class Body>
+void claim_chunks(int64_t slots, int64_t count, Body&& body) {
+  std::atomic<int64_t> next_chunk{0};
+  parallel_run(int(slots), [&](int slot, int) {
+    for (int64_t chunk = next_chunk++; chunk < count; chunk = next_chunk++) body(slot, chunk);
+  });
+}
+
 // Note [Winograd rows]: F(4, 3)'s matrices. Bᵀ maps 6 inputs to the 6 points, G the 3 weights,
 // Aᵀ the 6 products to 4 outputs.
 constexpr float kG[kPoints][3] = {{1.0f / 4, 0, 0},
@@ -528,11 +538,9 @@ void forward_winograd(float* out, float* workspace, const float* x, const float*
         winograd_piece(out, pieces, u, x, bias, g, band, c * p.images, std::min(p.images, g.B - c * p.images));
       continue;
     }
-    std::atomic<int64_t> next_chunk{0};  // Note [images in chunks]: chunks spread over the threads
-    parallel_run(int(p.slots), [&](int slot, int) {
-      float* piece = pieces + slot * p.images * p.floats_per_image;
-      for (int64_t c = next_chunk++; c < count; c = next_chunk++)
-        winograd_piece(out, piece, u, x, bias, g, band, c * p.images, std::min(p.images, g.B - c * p.images));
+    claim_chunks(p.slots, count, [&](int slot, int64_t c) {
+      winograd_piece(out, pieces + slot * p.images * p.floats_per_image, u, x, bias, g, band, c * p.images,
+                     std::min(p.images, g.B - c * p.images));
     });
   }
 }
@@ -541,20 +549,17 @@ void forward_winograd(float* out, float* workspace, const float* x, const float*
 void forward_chunked(float* out, float* workspace, const float* x, const float* weight, const float* bias,
                      const ConvGeometry& g, const ConvGeometry::Chunks& c) {
   const int64_t K = g.K(), HWo = g.spatial_out();
-  std::atomic<int64_t> next_chunk{0};
-  parallel_run(int(c.slots), [&](int slot, int) {
+  claim_chunks(c.slots, c.count, [&](int slot, int64_t chunk) {
     float* col = workspace + slot * c.slot_floats();
     float* y = col + K * c.images * HWo;
-    for (int64_t chunk = next_chunk++; chunk < c.count; chunk = next_chunk++) {
-      const int64_t b0 = chunk * c.images;
-      ConvGeometry piece = g;
-      piece.B = std::min(c.images, g.B - b0);
-      const int64_t N = piece.N();
-      // Inside a pool task, im2col, sgemm and the reorder run on this thread.
-      im2col(col, x + b0 * g.Ci * g.H * g.W, piece, piece.whole());
-      sgemm(y, N, weight, K, false, col, N, false, g.Co, N, K, 1.0f, 0.0f);
-      reorder_to_nchw(out + b0 * g.Co * HWo, y, bias, piece, piece.whole());
-    }
+    const int64_t b0 = chunk * c.images;
+    ConvGeometry piece = g;
+    piece.B = std::min(c.images, g.B - b0);
+    const int64_t N = piece.N();
+    // Inside a pool task, im2col, sgemm and the reorder run on this thread.
+    im2col(col, x + b0 * g.Ci * g.H * g.W, piece, piece.whole());
+    sgemm(y, N, weight, K, false, col, N, false, g.Co, N, K, 1.0f, 0.0f);
+    reorder_to_nchw(out + b0 * g.Co * HWo, y, bias, piece, piece.whole());
   });
 }
 

@@ -84,7 +84,7 @@ constexpr int64_t kJobsPerThread = 4;
 // The kernels this thread's product runs: bfloat16 tiles when asked for and available, else the
 // float32 kernels of the SIMD level.
 const GemmKernels& kernels_for_this_call() {
-  if (matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available()) {
+  if (bfloat16_products_this_call()) {
     return gemm_detail::gemm_kernels_amx();
   }
   switch (simd_level()) {

@@ -195,8 +195,7 @@ void pack_linear_weight(PackedB& packed, const float* weight, int64_t in_feature
 
 void linear_forward_packed(float* out, const float* x, const float* weight, const PackedB* weight_packed,
                            const float* bias, int64_t N, int64_t in_features, int64_t out_features) {
-  const bool bfloat16_products = matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available();
-  if (weight_packed == nullptr || (N <= kFewRows && !bfloat16_products)) {  // Note [few rows]
+  if (weight_packed == nullptr || (N <= kFewRows && !bfloat16_products_this_call())) {  // Note [few rows]
     linear_forward(out, x, weight, bias, N, in_features, out_features);
     return;
   }
