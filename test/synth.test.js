@@ -13,7 +13,7 @@ const { bundledFamilies, readFontInfo, BUNDLED_FAMILIES } = require('../dist/syn
 const { renderLine } = require('../dist/synth/render.js');
 const { gaussianBlur, homography, project, invert3, sweep } = require('../dist/synth/augment.js');
 const { loadDictionary } = require('../dist/synth/words.js');
-const { clippedLetters } = require('../dist/synth/sample.js');
+const { clippedLetters, signLook } = require('../dist/synth/sample.js');
 const { Rng } = require('../dist/synth/random.js');
 const { DEFAULT_CHARSET } = require('../dist/charset.js');
 const { FolderSource } = require('../dist/data/folder.js');
@@ -233,6 +233,30 @@ describe('synthetic generator', () => {
     assert.ok(sides.top > 0.3 * clipped && sides.bottom > 0.3 * clipped && sides.both > 0.1 * clipped, JSON.stringify(sides));
     // Ink shorter than half the letter size (a dash, dots) is never cut.
     for (let index = 0; index < 500; index++) assert.deepEqual(clippedLetters(new Rng(7, index, 10), size, 19), [0, 0]);
+  });
+
+  it('draws hollow letters for one sample in 16, neon for one in 25, sideways or neutral side faces for half', () => {
+    // Note [sign looks] in lib/synth/sample.ts, over many samples' streams.
+    const counts = { plain: 0, hollow: 0, neon: 0 };
+    let sideways = 0;
+    let neutral = 0;
+    for (let index = 0; index < 8000; index++) {
+      const look = signLook(new Rng(7, index, 11));
+      counts[look.look]++;
+      if (look.sideAngle !== undefined) {
+        sideways++;
+        // Within 0.45 rad (26°) of horizontal, to the right or to the left.
+        const fromHorizontal = Math.min(Math.abs(look.sideAngle), Math.abs(look.sideAngle - Math.PI));
+        assert.ok(fromHorizontal <= 0.45, `side angle ${look.sideAngle}`);
+      }
+      if (look.neutralSide) neutral++;
+      assert.ok(look.strokeWidth >= 0.04 && look.strokeWidth <= 0.1, `stroke ${look.strokeWidth}`);
+      assert.ok(look.glow >= 0.06 && look.glow <= 0.15, `glow ${look.glow}`);
+    }
+    assert.ok(counts.hollow > 0.05 * 8000 && counts.hollow < 0.075 * 8000, JSON.stringify(counts));
+    assert.ok(counts.neon > 0.03 * 8000 && counts.neon < 0.05 * 8000, JSON.stringify(counts));
+    assert.ok(sideways > 0.45 * 8000 && sideways < 0.55 * 8000, `${sideways} sideways`);
+    assert.ok(neutral > 0.45 * 8000 && neutral < 0.55 * 8000, `${neutral} neutral`);
   });
 
   it('sweeps coverage along a direction: the maximum of its shifted copies, cut at the plane\'s edges', () => {

@@ -42,7 +42,8 @@ export function luminance(c: Rgb): number {
   return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
 }
 
-function hsvToRgb(h: number, s: number, v: number): Rgb {
+/** The colour of hue h, saturation s and value v, each in [0, 1]. */
+export function hsvToRgb(h: number, s: number, v: number): Rgb {
   const f = (n: number) => {
     const k = (n + h * 6) % 6;
     return v - v * s * Math.max(0, Math.min(k, 4 - k, 1));

@@ -5,7 +5,7 @@
 //  2. the text's coverage, rendered by sharp/Pango (render.ts): the word, and sometimes one letter
 //     on either side of it, a space away (Note [neighbouring letters])
 //  3. on that canvas: an outline (dilated coverage), and a drop shadow or an extrusion (Note
-//     [extruded letters]), each now and then
+//     [extruded letters]), each now and then; now and then hollow or neon letters (Note [sign looks])
 //  4. a crop rectangle around the word's ink with uneven margins, now and then cutting into the
 //     letters' tops or bottoms (Note [clipped letters])
 //  5. the crop is placed on its surface: horizontal stretch, slant, rotation, perspective (a
@@ -39,6 +39,15 @@
 // shifted copies), drawn opaque in a shade of the ink beneath the text, where a drop shadow would
 // go (the two share a plane and never come together).
 //
+// Note [sign looks]: three things the misread shop signs of SVT show that the generator drew rarely
+// or never. Hollow letters (one sample in 16): only an outline in the ink's colour, the inside the
+// sign's background. Neon (one in 25): a bright, nearly white core in a coloured glow (the
+// coverage blurred by 6–15% of the letter size) on a dark background, in place of any shadow. And
+// half the extruded letters turn their side face sideways (within 26° of horizontal, as channel
+// letters seen from the pavement do) and half are painted in a neutral grey or metal rather than a
+// shade of the ink, so the face is a different colour from the letter. All of it is drawn from a
+// stream of its own (signLook), so the other samples stay as they were.
+//
 // Note [clipped letters]: shop signs are often cropped tightly, the tops or bottoms of tall letters
 // cut off by the box (a neon or channel-letter sign filling the frame). For one sample in seven
 // whose ink is at least half the letter size tall, the crop's top, bottom or both are moved into
@@ -56,6 +65,7 @@ import {
   dilate,
   gaussianBlur,
   homography,
+  hsvToRgb,
   invert3,
   luminance,
   motionBlur,
@@ -115,6 +125,7 @@ const enum Stream {
   Camera,
   Scene,
   Clip,
+  Sign,
 }
 
 /** Makes sample `index` of `ctx.seed`. */
@@ -214,6 +225,32 @@ function sideColour(col: Rng, ink: Rgb): Rgb {
   return withLuminance(ink, col.chance(0.7) ? l * col.uniform(0.3, 0.75) : l + (1 - l) * col.uniform(0.25, 0.6));
 }
 
+/** The choices of Note [sign looks] for one sample. */
+export interface SignLook {
+  look: 'plain' | 'hollow' | 'neon';
+  /** For extruded letters: the side face's direction (radians, 0 = right, y down) instead of the drawn one. */
+  sideAngle: number | undefined;
+  /** For extruded letters: a neutral side face (grey, metal) instead of a shade of the ink. */
+  neutralSide: boolean;
+  /** The hollow letters' outline width and the neon glow's blur, as fractions of the letter size. */
+  strokeWidth: number;
+  glow: number;
+}
+
+/** Note [sign looks]: every sample draws the same values from its stream, whatever it uses. */
+export function signLook(sign: Rng): SignLook {
+  const r = sign.next();
+  const sideways = sign.chance(0.5);
+  const angle = (sign.chance(0.5) ? 0 : Math.PI) + sign.uniform(-0.45, 0.45);
+  return {
+    look: r < 1 / 16 ? 'hollow' : r < 1 / 16 + 1 / 25 ? 'neon' : 'plain',
+    sideAngle: sideways ? angle : undefined,
+    neutralSide: sign.chance(0.5),
+    strokeWidth: sign.uniform(0.04, 0.1),
+    glow: sign.uniform(0.06, 0.15),
+  };
+}
+
 /**
  * How far the crop cuts into the letters at its top and bottom (Note [clipped letters]), in
  * pixels: 0, 0 for most samples.
@@ -238,12 +275,18 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   const text = scratch(Scratch.Text, canvasW * canvasH, true);
   coverageInto(line, text, canvasW, margin, margin);
 
-  // 3. Outline and shadow.
+  // 3. Outline and shadow (and Note [sign looks]).
+  const sign = rng.fork(Stream.Sign);
+  const look = signLook(sign);
   const fx = rng.fork(Stream.Effects);
   let outline: Float32Array | undefined;
   if (fx.chance(0.12)) {
     outline = scratch(Scratch.Outline, text.length, false);
     dilate(outline, text, canvasW, canvasH, Math.max(1, Math.round(size * fx.uniform(0.03, 0.09))));
+  }
+  if (look.look === 'hollow' && outline === undefined) {
+    outline = scratch(Scratch.Outline, text.length, false);
+    dilate(outline, text, canvasW, canvasH, Math.max(1, Math.round(size * look.strokeWidth)));
   }
   let shadow: Float32Array | undefined;
   let shadowDx = 0;
@@ -260,8 +303,21 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
     extruded = true;
     shadow = scratch(Scratch.Shadow, text.length, false);
     const depth = size * fx.uniform(0.04, 0.16);
-    const angle = (fx.chance(0.8) ? 0.5 : -0.5) * Math.PI + fx.uniform(-0.45, 0.45) * Math.PI;
+    const drawn = (fx.chance(0.8) ? 0.5 : -0.5) * Math.PI + fx.uniform(-0.45, 0.45) * Math.PI;
+    const angle = look.sideAngle ?? drawn;
     sweep(shadow, outline ?? text, canvasW, canvasH, depth * Math.cos(angle), depth * Math.sin(angle));
+  }
+  if (look.look === 'neon') {
+    // The glow takes the place of any outline, shadow or extrusion.
+    outline = undefined;
+    extruded = false;
+    shadow = scratch(Scratch.Shadow, text.length, false);
+    shadow.set(text);
+    gaussianBlur(shadow, canvasW, canvasH, 1, size * look.glow);
+    const gain = sign.uniform(1.3, 2.2);
+    for (let i = 0; i < shadow.length; i++) shadow[i] = Math.min(1, shadow[i] * gain);
+    shadowDx = 0;
+    shadowDy = 0;
   }
 
   // 4. The crop, in canvas coordinates (Note [neighbouring letters]).
@@ -350,20 +406,38 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
 
   // 6. Colours and textures of the surface (Note [one inverse map]).
   const col = rng.fork(Stream.Colour);
-  const background = randomColour(col, col.chance(0.45));
+  let background = randomColour(col, col.chance(0.45));
   const contrast = col.chance(0.1) ? col.uniform(0.12, 0.25) : col.uniform(0.25, 0.75);
-  const inkColour = contrastingColour(col, background, contrast, col.chance(0.5));
-  const fill = col.chance(0.2) ? 'gradient' : col.chance(0.15) ? 'texture' : 'solid';
+  let inkColour = contrastingColour(col, background, contrast, col.chance(0.5));
+  let fill: Surface['fill'] = col.chance(0.2) ? 'gradient' : col.chance(0.15) ? 'texture' : 'solid';
   const ink2 = fill === 'gradient' ? contrastingColour(col, background, contrast * col.uniform(0.7, 1.3), col.chance(0.5)) : inkColour;
-  const opacity = col.chance(0.12) ? col.uniform(0.55, 0.95) : 1;
-  const outlineColour = contrastingColour(col, inkColour, col.uniform(0.3, 0.7), col.chance(0.6));
-  const shadowColour = extruded
+  let opacity = col.chance(0.12) ? col.uniform(0.55, 0.95) : 1;
+  let outlineColour = contrastingColour(col, inkColour, col.uniform(0.3, 0.7), col.chance(0.6));
+  let shadowColour = extruded
     ? sideColour(col, inkColour)
     : withLuminance(background, luminance(background) * col.uniform(0, 0.4));
-  const shadowOpacity = extruded ? 1 : col.uniform(0.4, 0.9);
-  const background2 = col.chance(0.6)
+  let shadowOpacity = extruded ? 1 : col.uniform(0.4, 0.9);
+  let background2 = col.chance(0.6)
     ? withLuminance(randomColour(col, col.chance(0.5)), Math.min(1, Math.max(0, luminance(background) + col.clampedNormal(0, 0.12, -0.3, 0.3))))
     : background;
+  // Note [sign looks], over what the colour stream drew.
+  if (extruded && look.neutralSide) shadowColour = withLuminance(randomColour(sign, true), sign.uniform(0.1, 0.9));
+  if (look.look === 'hollow') {
+    // The outline in the letters' colour; inside, the background (or, now and then, a pale or dark fill).
+    outlineColour = inkColour;
+    inkColour = sign.chance(0.7) ? background : contrastingColour(sign, outlineColour, sign.uniform(0.3, 0.7), sign.chance(0.5));
+    fill = 'solid';
+    opacity = 1;
+  } else if (look.look === 'neon') {
+    const hue = hsvToRgb(sign.next(), sign.uniform(0.5, 1), 1);
+    background = withLuminance(background, sign.uniform(0.01, 0.15));
+    background2 = withLuminance(background2, Math.min(0.2, luminance(background2)));
+    shadowColour = hue;
+    shadowOpacity = sign.uniform(0.7, 1);
+    inkColour = withLuminance(hue, sign.uniform(0.8, 0.97));
+    fill = 'solid';
+    opacity = 1;
+  }
   const gradientAngle = col.uniform(0, 2 * Math.PI);
 
   const tex = rng.fork(Stream.Texture);
