@@ -10,6 +10,7 @@ import { evalCommand } from './commands/eval.js';
 import { synthCommand } from './commands/synth.js';
 import { trainCommand } from './commands/train.js';
 import { info, setThreads } from './index.js';
+import { MAX_VIEWS } from './image.js';
 import { PRECISIONS } from './native.js';
 import { Recognizer, defaultModelPath, type RecognitionResult } from './recognizer.js';
 import * as check from './validate.js';
@@ -63,6 +64,8 @@ Options:
   --batch-size N      most images per network call, 1-1024 (default: 32)
   --threads N         size of the native thread pool, 1-1024 (default: hardware threads)
   --beam-width N      beam search width, 1-64; 1 is greedy decoding (default: 1)
+  --views N           read each image in N framings, 1-8, and keep the most confident
+                      reading (README, "Views"); N times the work (default: 1)
   --precision P       float32 or bfloat16: the precision of the matrix products; bfloat16 is
                       about twice as fast on CPUs with AMX and the same as float32 elsewhere
                       (default: float32)
@@ -260,6 +263,7 @@ async function recognizeCommand(argv: string[]): Promise<number> {
       'batch-size': { type: 'string' },
       threads: { type: 'string' },
       'beam-width': { type: 'string' },
+      views: { type: 'string' },
       precision: { type: 'string' },
       format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -273,6 +277,7 @@ async function recognizeCommand(argv: string[]): Promise<number> {
   const batchSize = values['batch-size'] === undefined ? 32 : check.integerText(values['batch-size'], '--batch-size', 1, 1024);
   const threads = values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024);
   const beamWidth = values['beam-width'] === undefined ? 1 : check.integerText(values['beam-width'], '--beam-width', 1, 64);
+  const views = values.views === undefined ? 1 : check.integerText(values.views, '--views', 1, MAX_VIEWS);
   const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS);
   const format = values.format === undefined ? 'text' : check.oneOf(values.format, '--format', ['text', 'tsv', 'json', 'jsonl']);
   if (values.model === undefined && !existsSync(defaultModelPath())) {
@@ -286,7 +291,7 @@ async function recognizeCommand(argv: string[]): Promise<number> {
   }
   const entries = await expandInputs(args);
   if (entries.length === 0) throw new Error('no inputs: stdin listed no paths');
-  const recognizer = await Recognizer.load(values.model, { device, batchSize, beamWidth, threads, precision });
+  const recognizer = await Recognizer.load(values.model, { device, batchSize, beamWidth, threads, views, precision });
 
   const output = outputFor(format, entries.length > 1);
   const progress = progressBar(entries.length);

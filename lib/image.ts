@@ -18,6 +18,16 @@
 // image stored upright: resampling is not exactly symmetric under a quarter turn (a mean
 // difference of a few levels of 255 at sharp edges). Training and recognition decode the same
 // way, so they agree; a second pass to turn first would cost every image a decode.
+//
+// Note [views]: word crops from photographs and detectors are framed loosely or tightly, and a
+// reading can hinge on it (a letter at the edge, an outline, a side face). With `views` N > 1 an
+// image is read N times, framed by the first N entries of VIEW_MARGINS: as it is, then with margins
+// added on the left and right and on the top and bottom (the edge pixels repeated outwards, as
+// a looser crop of the same sign would show), and the most confident reading is kept. The image is
+// decoded once; each view is its margins added, then the usual resize. View 0 is the same pixels as
+// a one-view decode (except for EXIF-rotated images, Note [orientation and resizing]). The
+// margins and their order were chosen on the real-dev sets (README, "Views"); wider ones, and
+// crops that cut into the image, made fewer readings right there.
 import { readFile } from 'node:fs/promises';
 import type sharpModule from 'sharp';
 import { describe } from './validate.js';
@@ -43,6 +53,24 @@ export type ImageInput = string | Uint8Array | RawImage;
 
 /** Images above this many pixels (width × height) are refused before they are decoded. */
 export const MAX_PIXELS = 100_000_000;
+
+/**
+ * The framings of Note [views]: the margin added on each side, as fractions of the image's width
+ * (left and right) and height (top and bottom).
+ */
+export const VIEW_MARGINS: readonly (readonly [number, number])[] = Object.freeze([
+  [0, 0],
+  [0.04, 0.06],
+  [0.02, 0.03],
+  [0.08, 0.12],
+  [0.04, 0],
+  [0, 0.06],
+  [0.06, 0.09],
+  [0.02, 0],
+] as const);
+
+/** Most views of one image (Note [views]). */
+export const MAX_VIEWS = VIEW_MARGINS.length;
 
 /** An input after its synchronous checks; `label` names it in errors (a path, or "input[3]"). */
 export type CheckedInput =
@@ -133,19 +161,63 @@ export async function readFileBytes(file: string): Promise<Buffer> {
  * megapixels, or "<label>: not a decodable image (<sharp's reason>)" for anything sharp cannot read.
  */
 export async function decodeImage(input: CheckedInput, height: number, width: number): Promise<Buffer> {
+  return decoded(input, (pipeline) =>
+    pipeline
+      .autoOrient()
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .resize(width, height, RESIZE) // Note [the resize kernel]
+      .removeAlpha()
+      .raw({ depth: 'uchar' })
+      .toBuffer(),
+  );
+}
+
+/**
+ * Decodes one image and makes its first `views` views (Note [views]), each as decodeImage returns
+ * an image. `views` must be 1…MAX_VIEWS (checked by the caller); 1 is decodeImage.
+ * @throws the errors of decodeImage.
+ */
+export async function decodeViews(input: CheckedInput, height: number, width: number, views: number): Promise<Buffer[]> {
+  if (views === 1) return [await decodeImage(input, height, width)];
+  const { data, info } = await decoded(input, (pipeline) =>
+    pipeline
+      .autoOrient()
+      .flatten({ background: '#ffffff' })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true }),
+  );
+  const sharpFn = sharp();
+  const raw = { width: info.width, height: info.height, channels: 3 } as const;
+  return Promise.all(
+    VIEW_MARGINS.slice(0, views).map(async ([fx, fy]) => {
+      const x = Math.round(fx * raw.width);
+      const y = Math.round(fy * raw.height);
+      let framed: Buffer = data;
+      if (x > 0 || y > 0) {
+        framed = await sharpFn(data, { raw })
+          .extend({ left: x, right: x, top: y, bottom: y, extendWith: 'copy' })
+          .raw()
+          .toBuffer();
+      }
+      const size = { width: raw.width + 2 * x, height: raw.height + 2 * y, channels: 3 } as const;
+      return sharpFn(framed, { raw: size, limitInputPixels: false }).resize(width, height, RESIZE).raw().toBuffer();
+    }),
+  );
+}
+
+const RESIZE: sharpModule.ResizeOptions = { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false };
+
+/** Runs `decode` on the input's bytes, turning sharp's failures into errors that name the input. */
+async function decoded<T>(input: CheckedInput, decode: (pipeline: sharpModule.Sharp) => Promise<T>): Promise<T> {
   const sharpFn = sharp();
   const source = input.kind === 'file' ? await readFileBytes(input.path) : input.kind === 'encoded' ? input.bytes : input.data;
   const options: sharpModule.SharpOptions = { limitInputPixels: MAX_PIXELS };
   if (input.kind === 'raw') options.raw = { width: input.width, height: input.height, channels: input.channels };
   try {
-    return await sharpFn(source, options)
-      .autoOrient()
-      .flatten({ background: '#ffffff' })
-      .toColourspace('srgb')
-      .resize(width, height, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false }) // Note [the resize kernel]
-      .removeAlpha()
-      .raw({ depth: 'uchar' })
-      .toBuffer();
+    return await decode(sharpFn(source, options));
   } catch (err) {
     // The header may still be readable: tell "too large" apart from "cannot be decoded".
     const size = await sharpFn(source, { limitInputPixels: false }).metadata().catch(() => undefined);

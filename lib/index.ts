@@ -7,7 +7,7 @@ export type { Device, Precision, SimdLevel } from './native.js';
 export { Recognizer, defaultModelPath } from './recognizer.js';
 export type { CreateOptions, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
 export type { ImageInput, RawImage } from './image.js';
-export { MAX_PIXELS } from './image.js';
+export { MAX_PIXELS, MAX_VIEWS } from './image.js';
 export type { RecognizedChar } from './charset.js';
 export { DEFAULT_CHARSET } from './charset.js';
 export type { ModelConfig, ModelMetadata } from './model-file.js';

@@ -15,7 +15,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
-import { checkInput, decodeImage, toTensor, type CheckedInput, type ImageInput } from './image.js';
+import { MAX_VIEWS, checkInput, decodeViews, toTensor, type CheckedInput, type ImageInput } from './image.js';
 import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
 import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
@@ -49,6 +49,13 @@ export interface RecognizerOptions {
   batchSize?: number;
   /** Beam width of the decoder, 1…64; 1 (the default) is greedy decoding. */
   beamWidth?: number;
+  /**
+   * Views of each image, 1…8 (default 1): with more, each image is also read with margins of
+   * repeated edge pixels added around it, and the most confident reading is kept (README,
+   * "Views"). Each view is one more pass through the network, so N views take about N times
+   * as long; a native call holds batchSize images, batchSize × views rows.
+   */
+  views?: number;
   /**
    * Precision of the network's matrix products on the CPU: 'float32' (default) or 'bfloat16'.
    * 'bfloat16' rounds both operands of every product to bfloat16 (8 bits of mantissa) and adds in
@@ -103,7 +110,7 @@ interface Job {
   input: CheckedInput;
   resolve(result: RecognitionResult): void;
   reject(error: Error): void;
-  pixels?: Buffer; // decoded, (in_h, in_w, 3) bytes
+  pixels?: Buffer[]; // its views, decoded: each (in_h, in_w, 3) bytes
 }
 
 /** A first-in first-out queue with O(1) removal from the front. */
@@ -138,6 +145,7 @@ interface CheckedOptions {
   threads: number | undefined;
   batchSize: number;
   beamWidth: number;
+  views: number;
   precision: Precision;
 }
 
@@ -147,6 +155,7 @@ function checkOptions(options: Record<string, unknown>): CheckedOptions {
     threads: options.threads === undefined ? undefined : check.integer(options.threads, 'threads', 1, 1024),
     batchSize: options.batchSize === undefined ? 32 : check.integer(options.batchSize, 'batchSize', 1, 1024),
     beamWidth: options.beamWidth === undefined ? 1 : check.integer(options.beamWidth, 'beamWidth', 1, 64),
+    views: options.views === undefined ? 1 : check.integer(options.views, 'views', 1, MAX_VIEWS),
     precision: options.precision === undefined ? 'float32' : check.oneOf(options.precision, 'precision', PRECISIONS),
   };
 }
@@ -225,6 +234,8 @@ export class Recognizer {
   readonly batchSize: number;
   /** Beam width of the decoder (1: greedy). */
   readonly beamWidth: number;
+  /** Views of each image ({@link RecognizerOptions.views}). */
+  readonly views: number;
   /** Precision of the matrix products, as asked for ({@link RecognizerOptions.precision}). */
   readonly precision: Precision;
 
@@ -235,7 +246,7 @@ export class Recognizer {
   #decoding = 0;
   #ready: Job[] = [];
   #running = false;
-  #batchTensor: Float32Array | undefined; // (≥ batch, 3, in_h, in_w): the largest batch so far
+  #batchTensor: Float32Array | undefined; // (≥ batch · views, 3, in_h, in_w): the largest batch so far
   #idleWaiters: Array<() => void> = [];
 
   /** Use {@link Recognizer.load} or {@link Recognizer.create}. */
@@ -257,6 +268,7 @@ export class Recognizer {
     this.device = device;
     this.batchSize = options.batchSize;
     this.beamWidth = options.beamWidth;
+    this.views = options.views;
     this.precision = options.precision;
   }
 
@@ -265,8 +277,8 @@ export class Recognizer {
    * @param model - a path to a `.safetensors` model file, or its bytes; without it, the model
    *   installed with the package (`models/default.safetensors`).
    * @param options - device ('auto' | 'cpu' | 'cuda', default 'auto'), threads (1…1024),
-   *   batchSize (1…1024, default 32), beamWidth (1…64, default 1), precision ('float32' default,
-   *   or 'bfloat16').
+   *   batchSize (1…1024, default 32), beamWidth (1…64, default 1), views (1…8, default 1),
+   *   precision ('float32' default, or 'bfloat16').
    * @throws TypeError / RangeError for a bad argument ("Expected <what> for <option> but received <value>").
    * @throws Error naming the file: missing, empty, not a safl model file, an unsupported format
    *   version, invalid metadata, or a tensor that is truncated, of the wrong shape or not finite.
@@ -427,7 +439,7 @@ export class Recognizer {
     while (this.#waiting.length > 0 && this.#decoding + this.#ready.length < 2 * this.batchSize) {
       const job = this.#waiting.shift() as Job;
       this.#decoding++;
-      decodeImage(job.input, height, width)
+      decodeViews(job.input, height, width, this.views)
         .then(
           (pixels) => {
             job.pixels = pixels;
@@ -455,24 +467,27 @@ export class Recognizer {
   async #runBatch(batch: Job[]): Promise<void> {
     const { in_h: height, in_w: width } = this.config;
     const size = 3 * height * width;
-    if (this.#batchTensor === undefined || this.#batchTensor.length < batch.length * size) {
-      this.#batchTensor = new Float32Array(batch.length * size); // grown to the largest batch so far
+    const rows = batch.length * this.views; // job i's views are rows i·views …
+    if (this.#batchTensor === undefined || this.#batchTensor.length < rows * size) {
+      this.#batchTensor = new Float32Array(rows * size); // grown to the largest batch so far
     }
-    const images = this.#batchTensor.subarray(0, batch.length * size);
+    const images = this.#batchTensor.subarray(0, rows * size);
     batch.forEach((job, i) => {
-      toTensor(job.pixels as Buffer, images, i * size, height, width);
+      (job.pixels as Buffer[]).forEach((view, v) => toTensor(view, images, (i * this.views + v) * size, height, width));
       job.pixels = undefined;
     });
     let words: NativeWord[];
     try {
-      words = await this.#model.recognize(images, batch.length, this.beamWidth, this.precision);
+      words = await this.#model.recognize(images, rows, this.beamWidth, this.precision);
     } catch (err) {
       for (const job of batch) job.reject(err as Error);
       return;
     }
     batch.forEach((job, i) => {
-      const { tokens, probs, confidence } = words[i];
-      job.resolve({ ...decodeTokens(tokens, probs, this.charset), confidence });
+      // Note [views] in image.ts: the most confident reading; on a tie, the earlier view.
+      let best = words[i * this.views];
+      for (let v = 1; v < this.views; v++) if (words[i * this.views + v].confidence > best.confidence) best = words[i * this.views + v];
+      job.resolve({ ...decodeTokens(best.tokens, best.probs, this.charset), confidence: best.confidence });
     });
   }
 }

@@ -130,6 +130,7 @@ describe('safl recognize', () => {
       [['--device', 'tpu'], "safl: Expected 'auto', 'cpu' or 'cuda' for --device but received 'tpu'\n"],
       [['--batch-size', '0'], 'safl: Expected an integer between 1 and 1024 for --batch-size but received 0\n'],
       [['--beam-width', 'wide'], "safl: Expected an integer between 1 and 64 for --beam-width but received 'wide'\n"],
+      [['--views', '0'], 'safl: Expected an integer between 1 and 8 for --views but received 0\n'],
       [['--threads=-1'], 'safl: Expected an integer between 1 and 1024 for --threads but received -1\n'],
       [['--precision', 'half'], "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'\n"],
     ];
@@ -167,7 +168,7 @@ describe('safl recognize', () => {
     const help = await run(['recognize', '--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /^Usage: safl recognize \[options\] <file \| directory \| glob>\.\.\./);
-    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--precision', '--format', '--help']) {
+    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--views', '--precision', '--format', '--help']) {
       assert.ok(help.stdout.includes(option), option);
     }
     for (const word of ['text', 'tsv', 'json', 'jsonl', 'stdin', 'exit status', 'progress bar']) assert.ok(help.stdout.includes(word), word);

@@ -184,6 +184,8 @@ describe('safl eval', () => {
     assert.equal(batch.stderr, 'safl: Expected an integer between 1 and 1024 for --batch-size but received 0\n');
     const precision = await safleval(['--precision', 'half', model, mixed]);
     assert.equal(precision.stderr, "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'\n");
+    const views = await safleval(['--views', '9', model, mixed]);
+    assert.equal(views.stderr, 'safl: Expected an integer between 1 and 8 for --views but received 9\n');
     const limit = await safleval(['--limit', 'all', model, mixed]);
     assert.equal(limit.stderr, "safl: Expected an integer between 1 and 9007199254740991 for --limit but received 'all'\n");
     const errorsFile = await safleval(['--errors=', model, mixed]);

@@ -62,6 +62,37 @@ describe('image preprocessing', () => {
   });
 });
 
+describe('views (Note [views] in lib/image.ts)', () => {
+  const views = (input, n) => image.decodeViews(image.checkInput(input, 'input'), 64, 256, n);
+
+  it('view 0 is the one-view decode; each view is the image with its margins of edge pixels, resized', async () => {
+    const raw = wordPixels(50, 20, 6);
+    const all = await views(raw, image.MAX_VIEWS);
+    assert.equal(all.length, 8);
+    assert.deepEqual(all[0], await decode(raw));
+    assert.deepEqual(await views(raw, 1), [await decode(raw)]);
+    for (const [k, [fx, fy]] of image.VIEW_MARGINS.entries()) {
+      // The framed image made by hand: every pixel takes the nearest pixel of the image.
+      const x = Math.round(fx * raw.width);
+      const y = Math.round(fy * raw.height);
+      const [w, h] = [raw.width + 2 * x, raw.height + 2 * y];
+      const framed = Buffer.alloc(w * h * 3);
+      for (let row = 0; row < h; row++) {
+        for (let col = 0; col < w; col++) {
+          const from = Math.min(raw.height - 1, Math.max(0, row - y)) * raw.width + Math.min(raw.width - 1, Math.max(0, col - x));
+          raw.data.copy(framed, 3 * (row * w + col), 3 * from, 3 * from + 3);
+        }
+      }
+      assert.deepEqual(all[k], await decode({ data: framed, width: w, height: h, channels: 3 }), `view ${k}`);
+    }
+    assert.ok(!all[1].equals(all[0]) && !all[4].equals(all[5]));
+  });
+
+  it('fail as the one-view decode does', async () => {
+    await assert.rejects(views(Buffer.from('not an image'), 3), { message: /^input: not a decodable image \(/ });
+  });
+});
+
 describe('bad inputs', () => {
   let recognizer;
   let files;

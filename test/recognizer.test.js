@@ -48,6 +48,7 @@ describe('Recognizer', () => {
       assert.equal(recognizer.device, 'cpu'); // 'auto' (lib/native.ts: Note [auto stays on the CPU])
       assert.equal(recognizer.batchSize, 16);
       assert.equal(recognizer.beamWidth, 1);
+      assert.equal(recognizer.views, 1);
     });
 
     it('loads from a Buffer and gives the same results as from the path', async () => {
@@ -131,6 +132,8 @@ describe('Recognizer', () => {
         [[modelFile, { batchSize: 0 }], 'RangeError', 'Expected an integer between 1 and 1024 for batchSize but received 0'],
         [[modelFile, { batchSize: 2.5 }], 'TypeError', 'Expected an integer between 1 and 1024 for batchSize but received 2.5'],
         [[modelFile, { beamWidth: 65 }], 'RangeError', 'Expected an integer between 1 and 64 for beamWidth but received 65'],
+        [[modelFile, { views: 9 }], 'RangeError', 'Expected an integer between 1 and 8 for views but received 9'],
+        [[modelFile, { views: 1.5 }], 'TypeError', 'Expected an integer between 1 and 8 for views but received 1.5'],
         [[modelFile, { threads: '2' }], 'TypeError', "Expected an integer between 1 and 1024 for threads but received '2'"],
         [[modelFile, { precision: 'float16' }], 'RangeError', "Expected 'float32' or 'bfloat16' for precision but received 'float16'"],
         [[modelFile, { precision: 16 }], 'TypeError', "Expected 'float32' or 'bfloat16' for precision but received 16"],
@@ -199,6 +202,27 @@ describe('Recognizer', () => {
       const beam = await Recognizer.load(modelFile, { beamWidth: 3 });
       for (const result of await beam.recognize(inputs.slice(0, 3))) assertResultShape(result, MICRO_CONFIG.max_len);
       await beam.close();
+    });
+
+    it('with views, keeps the most confident of the views\' readings (the first on a tie)', async () => {
+      // Note [views] in lib/image.ts. Each view, decoded, read on its own as raw pixels of the
+      // network's input size (which the resize leaves as they are).
+      const { decodeViews, checkInput } = require('../dist/image.js');
+      const { in_h: height, in_w: width } = MICRO_CONFIG;
+      const viewed = await Recognizer.load(modelFile, { views: 5, batchSize: 3 });
+      assert.equal(viewed.views, 5);
+      const results = await viewed.recognize(inputs);
+      await viewed.close();
+      let fromLaterViews = 0;
+      for (const [i, input] of inputs.entries()) {
+        const views = await decodeViews(checkInput(input, 'input'), height, width, 5);
+        const readings = await recognizer.recognize(views.map((data) => ({ data, width, height, channels: 3 })));
+        const best = readings.reduce((a, b) => (b.confidence > a.confidence ? b : a));
+        assertSameResults(results[i], best);
+        if (best !== readings[0]) fromLaterViews++;
+        assert.ok(results[i].confidence >= (await recognizer.recognize(input)).confidence - 1e-5);
+      }
+      assert.ok(fromLaterViews > 0, 'some image is read best in a view with margins');
     });
 
     it('keeps the event loop free while the network runs', async () => {
