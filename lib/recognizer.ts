@@ -4,14 +4,15 @@
 //
 // Note [batching pipeline]: every input becomes a job. Jobs are decoded as they arrive (at most
 // two batches' worth at a time, so a long queue does not hold thousands of decoded images) and
-// wait in `ready`; the network runs on up to batchSize ready images at a time, one native call in
-// flight per model. While a batch runs natively, the next images decode on libuv's workers: a
-// two-stage pipeline. A batch starts when batchSize images are ready or when nothing more is being
-// decoded, so concurrent calls from many callers merge into full batches, and a lone call does not
-// wait for company. Each job settles its own promise: one bad image fails only its own input.
-// With one native call in flight, one batch tensor per recognizer serves every batch (grown to the
-// largest batch so far): a service that runs for days allocates it once or twice instead of some
-// megabytes per batch, which glibc's malloc would otherwise scatter across its heap.
+// wait in `ready`; the network runs on up to batchSize ready images at a time (batchSize / views
+// with views, Note [views] in image.ts), one native call in flight per model. While a batch runs
+// natively, the next images decode on libuv's workers: a two-stage pipeline. A batch starts when a
+// batch's worth of images is ready or when nothing more is being decoded, so concurrent calls from
+// many callers merge into full batches, and a lone call does not wait for company. Each job
+// settles its own promise: one bad image fails only its own input. With one native call in
+// flight, one batch tensor per recognizer serves every batch (grown to the largest batch so far):
+// a service that runs for days allocates it once or twice instead of some megabytes per batch,
+// which glibc's malloc would otherwise scatter across its heap.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
@@ -45,7 +46,11 @@ export interface RecognizerOptions {
    * the whole process, so this sets it for every recogniser.
    */
   threads?: number;
-  /** Most images per native call, 1…1024 (default 32). */
+  /**
+   * Most images per native call, 1…1024 (default 32); with `views` N, the images of one call
+   * have at most batchSize views in all (batchSize / N images, at least one), so the network's
+   * memory stays that of batchSize images.
+   */
   batchSize?: number;
   /** Beam width of the decoder, 1…64; 1 (the default) is greedy decoding. */
   beamWidth?: number;
@@ -53,7 +58,7 @@ export interface RecognizerOptions {
    * Views of each image, 1…8 (default 1): with more, each image is also read with margins of
    * repeated edge pixels added around it, and the most confident reading is kept (README,
    * "Views"). Each view is one more pass through the network, so N views take about N times
-   * as long; a native call holds batchSize images, batchSize × views rows.
+   * as long.
    */
   views?: number;
   /**
@@ -230,7 +235,7 @@ export class Recognizer {
   readonly training: Readonly<Record<string, unknown>>;
   /** Where the network runs ('auto' resolved). */
   readonly device: 'cpu' | 'cuda';
-  /** Most images per native call. */
+  /** Most images per native call ({@link RecognizerOptions.batchSize}). */
   readonly batchSize: number;
   /** Beam width of the decoder (1: greedy). */
   readonly beamWidth: number;
@@ -246,6 +251,7 @@ export class Recognizer {
   #decoding = 0;
   #ready: Job[] = [];
   #running = false;
+  #imagesPerCall: number; // batchSize / views, at least 1
   #batchTensor: Float32Array | undefined; // (≥ batch · views, 3, in_h, in_w): the largest batch so far
   #idleWaiters: Array<() => void> = [];
 
@@ -269,6 +275,7 @@ export class Recognizer {
     this.batchSize = options.batchSize;
     this.beamWidth = options.beamWidth;
     this.views = options.views;
+    this.#imagesPerCall = Math.max(1, Math.floor(options.batchSize / options.views));
     this.precision = options.precision;
   }
 
@@ -436,7 +443,7 @@ export class Recognizer {
   // Note [batching pipeline].
   #pump(): void {
     const { in_h: height, in_w: width } = this.config;
-    while (this.#waiting.length > 0 && this.#decoding + this.#ready.length < 2 * this.batchSize) {
+    while (this.#waiting.length > 0 && this.#decoding + this.#ready.length < 2 * this.#imagesPerCall) {
       const job = this.#waiting.shift() as Job;
       this.#decoding++;
       decodeViews(job.input, height, width, this.views)
@@ -452,11 +459,11 @@ export class Recognizer {
           this.#pump();
         });
     }
-    const full = this.#ready.length >= this.batchSize;
+    const full = this.#ready.length >= this.#imagesPerCall;
     const nothingComing = this.#decoding === 0 && this.#waiting.length === 0;
     if (!this.#running && this.#ready.length > 0 && (full || nothingComing)) {
       this.#running = true;
-      this.#runBatch(this.#ready.splice(0, this.batchSize)).finally(() => {
+      this.#runBatch(this.#ready.splice(0, this.#imagesPerCall)).finally(() => {
         this.#running = false;
         this.#pump();
       });
