@@ -12,7 +12,8 @@ const { Recognizer, defaultModelPath, info } = require('..');
 const root = path.join(__dirname, '..');
 // examples/synth-<i>.png and their labels (scripts/make-examples.js prints this list).
 const EXAMPLES = ['CROSS', 'Novel', '2857', 'Sambaing', 'byte', 'DOCTORATE', 'COMPANIONSHIP', 'g3kt5'];
-// The shipped model reads 6 of them (2857 comes out as 2357, DOCTORATE as OOCTORATE, both unsure);
+// The shipped model reads 6 of them (DOCTORATE comes out as OOCTORATE, COMPANIONSHIP as
+// COMPANIONSHP, both unsure);
 // one of margin for the SIMD paths of other CPUs, whose sums round differently.
 const MIN_EXAMPLES_READ = 5;
 // The standard protocol (DESIGN.md §4): lower case, a-z and 0-9 only.
