@@ -13,7 +13,7 @@ const { bundledFamilies, readFontInfo, BUNDLED_FAMILIES } = require('../dist/syn
 const { renderLine } = require('../dist/synth/render.js');
 const { gaussianBlur, homography, project, invert3, sweep } = require('../dist/synth/augment.js');
 const { loadDictionary } = require('../dist/synth/words.js');
-const { clippedLetters, signLook } = require('../dist/synth/sample.js');
+const { clippedLetters, faintContrast, signLook } = require('../dist/synth/sample.js');
 const { Rng } = require('../dist/synth/random.js');
 const { DEFAULT_CHARSET } = require('../dist/charset.js');
 const { FolderSource } = require('../dist/data/folder.js');
@@ -257,6 +257,13 @@ describe('synthetic generator', () => {
     assert.ok(counts.neon > 0.03 * 8000 && counts.neon < 0.05 * 8000, JSON.stringify(counts));
     assert.ok(sideways > 0.45 * 8000 && sideways < 0.55 * 8000, `${sideways} sideways`);
     assert.ok(neutral > 0.45 * 8000 && neutral < 0.55 * 8000, `${neutral} neutral`);
+  });
+
+  it('draws faint ink, 0.03-0.12 of luminance from the background, for one sample in 12', () => {
+    // Note [faint text] in lib/synth/sample.ts, over many samples' streams.
+    const drawn = Array.from({ length: 6000 }, (_, index) => faintContrast(new Rng(7, index, 12))).filter((c) => c !== undefined);
+    assert.ok(drawn.length > 0.065 * 6000 && drawn.length < 0.1 * 6000, `${drawn.length} of 6000 faint`);
+    for (const c of drawn) assert.ok(c >= 0.03 && c <= 0.12, `contrast ${c}`);
   });
 
   it('sweeps coverage along a direction: the maximum of its shifted copies, cut at the plane\'s edges', () => {

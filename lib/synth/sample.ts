@@ -6,6 +6,7 @@
 //     on either side of it, a space away (Note [neighbouring letters])
 //  3. on that canvas: an outline (dilated coverage), and a drop shadow or an extrusion (Note
 //     [extruded letters]), each now and then; now and then hollow or neon letters (Note [sign looks])
+//     or faint ink (Note [faint text])
 //  4. a crop rectangle around the word's ink with uneven margins, now and then cutting into the
 //     letters' tops or bottoms (Note [clipped letters])
 //  5. the crop is placed on its surface: horizontal stretch, slant, rotation, perspective (a
@@ -47,6 +48,11 @@
 // letters seen from the pavement do) and half are painted in a neutral grey or metal rather than a
 // shade of the ink, so the face is a different colour from the letter. All of it is drawn from a
 // stream of its own (signLook), so the other samples stay as they were.
+//
+// Note [faint text]: many of SVT's misread photographs are grey on grey, dim signs whose letters
+// differ from the wall by a few hundredths of luminance, where the colour stream's lowest contrast
+// (contrastingColour's 0.12 to 0.42) never goes. One sample in 12 with plain letters gets ink whose
+// luminance is 0.03–0.12 from the background's, from a stream of its own.
 //
 // Note [clipped letters]: shop signs are often cropped tightly, the tops or bottoms of tall letters
 // cut off by the box (a neon or channel-letter sign filling the frame). For one sample in seven
@@ -126,6 +132,7 @@ const enum Stream {
   Scene,
   Clip,
   Sign,
+  Faint,
 }
 
 /** Makes sample `index` of `ctx.seed`. */
@@ -249,6 +256,11 @@ export function signLook(sign: Rng): SignLook {
     strokeWidth: sign.uniform(0.04, 0.1),
     glow: sign.uniform(0.06, 0.15),
   };
+}
+
+/** Note [faint text]: how far the ink's luminance is from the background's, or undefined. */
+export function faintContrast(faint: Rng): number | undefined {
+  return faint.chance(1 / 12) ? faint.uniform(0.03, 0.12) : undefined;
 }
 
 /**
@@ -435,6 +447,13 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
     shadowColour = hue;
     shadowOpacity = sign.uniform(0.7, 1);
     inkColour = withLuminance(hue, sign.uniform(0.8, 0.97));
+    fill = 'solid';
+    opacity = 1;
+  }
+  const faintness = faintContrast(rng.fork(Stream.Faint));
+  if (faintness !== undefined && look.look === 'plain') {
+    const l = luminance(background);
+    inkColour = withLuminance(inkColour, l + faintness <= 1 && (l < 0.5 || l < faintness) ? l + faintness : l - faintness);
     fill = 'solid';
     opacity = 1;
   }
