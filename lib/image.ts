@@ -162,10 +162,7 @@ export async function readFileBytes(file: string): Promise<Buffer> {
  */
 export async function decodeImage(input: CheckedInput, height: number, width: number): Promise<Buffer> {
   return decoded(input, (pipeline) =>
-    pipeline
-      .autoOrient()
-      .flatten({ background: '#ffffff' })
-      .toColourspace('srgb')
+    upright(pipeline)
       .resize(width, height, RESIZE) // Note [the resize kernel]
       .removeAlpha()
       .raw({ depth: 'uchar' })
@@ -181,13 +178,7 @@ export async function decodeImage(input: CheckedInput, height: number, width: nu
 export async function decodeViews(input: CheckedInput, height: number, width: number, views: number): Promise<Buffer[]> {
   if (views === 1) return [await decodeImage(input, height, width)];
   const { data, info } = await decoded(input, (pipeline) =>
-    pipeline
-      .autoOrient()
-      .flatten({ background: '#ffffff' })
-      .toColourspace('srgb')
-      .removeAlpha()
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true }),
+    upright(pipeline).removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }),
   );
   const sharpFn = sharp();
   const raw = { width: info.width, height: info.height, channels: 3 } as const;
@@ -195,6 +186,7 @@ export async function decodeViews(input: CheckedInput, height: number, width: nu
     VIEW_MARGINS.slice(0, views).map(async ([fx, fy]) => {
       const x = Math.round(fx * raw.width);
       const y = Math.round(fy * raw.height);
+      // Two passes: within one pipeline sharp extends after it resizes.
       let framed: Buffer = data;
       if (x > 0 || y > 0) {
         framed = await sharpFn(data, { raw })
@@ -209,6 +201,11 @@ export async function decodeViews(input: CheckedInput, height: number, width: nu
 }
 
 const RESIZE: sharpModule.ResizeOptions = { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false };
+
+/** The first steps of every decode: EXIF orientation applied, alpha flattened on white, sRGB. */
+function upright(pipeline: sharpModule.Sharp): sharpModule.Sharp {
+  return pipeline.autoOrient().flatten({ background: '#ffffff' }).toColourspace('srgb');
+}
 
 /** Runs `decode` on the input's bytes, turning sharp's failures into errors that name the input. */
 async function decoded<T>(input: CheckedInput, decode: (pipeline: sharpModule.Sharp) => Promise<T>): Promise<T> {

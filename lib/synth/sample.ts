@@ -453,7 +453,7 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   const faintness = faintContrast(rng.fork(Stream.Faint));
   if (faintness !== undefined && look.look === 'plain') {
     const l = luminance(background);
-    inkColour = withLuminance(inkColour, l + faintness <= 1 && (l < 0.5 || l < faintness) ? l + faintness : l - faintness);
+    inkColour = withLuminance(inkColour, l < 0.5 ? l + faintness : l - faintness);
     fill = 'solid';
     opacity = 1;
   }
