@@ -6,10 +6,9 @@ import { parseArgs } from 'node:util';
 import { openSource } from '../data/index.js';
 import { DatasetScore, accuracy, weightedAverage, type Score } from '../data/metrics.js';
 import type { DataSource } from '../data/source.js';
-import { MAX_VIEWS } from '../image.js';
-import { PRECISIONS } from '../native.js';
 import { Recognizer } from '../recognizer.js';
 import * as check from '../validate.js';
+import { READING_OPTIONS, readingOptions, readingOptionsHelp } from './reading-options.js';
 
 export const EVAL_HELP = `Usage: safl eval [options] <model> <dataset>...
 
@@ -22,15 +21,7 @@ Datasets:
                     label-%09d), as MJSynth, SynthText and the usual benchmarks ship; or the file
 
 Options:
-  --device D        auto, cpu or cuda (default: auto)
-  --batch-size N    most images per network call, 1-1024 (default: 32)
-  --threads N       size of the native thread pool, 1-1024 (default: hardware threads)
-  --beam-width N    beam search width, 1-64; 1 is greedy decoding (default: 1)
-  --views N         read each image in N framings, 1-8, and keep the most confident
-                    reading (README, "Views"); N times the work (default: 1)
-  --precision P     float32 or bfloat16: the precision of the matrix products (bfloat16 only
-                    changes anything on CPUs with AMX; default: float32)
-  --limit N         only the first N samples of each dataset
+${readingOptionsHelp(20)}  --limit N         only the first N samples of each dataset
   --format F        text or json (default: text)
   --errors          list the misrecognised samples after the table (in the JSON object as
                     "errors" with --format json)
@@ -223,12 +214,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     strict: true,
     options: {
-      device: { type: 'string' },
-      'batch-size': { type: 'string' },
-      threads: { type: 'string' },
-      'beam-width': { type: 'string' },
-      views: { type: 'string' },
-      precision: { type: 'string' },
+      ...READING_OPTIONS,
       limit: { type: 'string' },
       format: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -238,12 +224,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     process.stdout.write(EVAL_HELP);
     return 0;
   }
-  const device = values.device === undefined ? 'auto' : check.oneOf(values.device, '--device', ['auto', 'cpu', 'cuda']);
-  const batchSize = values['batch-size'] === undefined ? 32 : check.integerText(values['batch-size'], '--batch-size', 1, 1024);
-  const threads = values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024);
-  const beamWidth = values['beam-width'] === undefined ? 1 : check.integerText(values['beam-width'], '--beam-width', 1, 64);
-  const views = values.views === undefined ? 1 : check.integerText(values.views, '--views', 1, MAX_VIEWS);
-  const precision = values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS);
+  const reading = readingOptions(values);
   const limit = values.limit === undefined ? Infinity : check.integerText(values.limit, '--limit', 1, Number.MAX_SAFE_INTEGER);
   const format = values.format === undefined ? 'text' : check.oneOf(values.format, '--format', ['text', 'json']);
   if (positionals.length < 2) {
@@ -251,7 +232,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     return 1;
   }
   const [model, ...specs] = positionals;
-  const recognizer = await Recognizer.load(model, { device, batchSize, threads, beamWidth, views, precision });
+  const recognizer = await Recognizer.load(model, reading);
   const results: DatasetResult[] = [];
   const failed: Array<{ path: string; error: string }> = [];
   const progress = progressLine();

@@ -1,0 +1,61 @@
+// The options `safl recognize` and `safl eval` share: how a model reads (device, batch size,
+// threads, beam width, views, precision). Declared once for parseArgs, described once for both
+// helps, and turned into Recognizer.load's options with the API's messages.
+import { MAX_VIEWS } from '../image.js';
+import { PRECISIONS, type Device } from '../native.js';
+import type { RecognizerOptions } from '../recognizer.js';
+import * as check from '../validate.js';
+
+/** The shared options in parseArgs's form; every value arrives as the text the user typed. */
+export const READING_OPTIONS = {
+  device: { type: 'string' },
+  'batch-size': { type: 'string' },
+  threads: { type: 'string' },
+  'beam-width': { type: 'string' },
+  views: { type: 'string' },
+  precision: { type: 'string' },
+} as const;
+
+/** Each option as the help lists it: the option with its argument, then its description's lines. */
+const DESCRIPTIONS: Array<[string, string[]]> = [
+  ['--device D', ['auto, cpu or cuda (default: auto)']],
+  ['--batch-size N', ['most images per network call, 1-1024 (default: 32)']],
+  ['--threads N', ['size of the native thread pool, 1-1024 (default: hardware threads)']],
+  ['--beam-width N', ['beam search width, 1-64; 1 is greedy decoding (default: 1)']],
+  [
+    '--views N',
+    [`read each image in N framings, 1-${MAX_VIEWS}, and keep the most confident`, 'reading (README, "Views"); N times the work (default: 1)'],
+  ],
+  [
+    '--precision P',
+    [
+      'float32 or bfloat16: the precision of the matrix products; bfloat16 is',
+      'about twice as fast on CPUs with AMX and the same as float32 elsewhere',
+      '(default: float32)',
+    ],
+  ],
+];
+
+/** The help's lines for the shared options, their descriptions starting at `column`. */
+export function readingOptionsHelp(column: number): string {
+  return DESCRIPTIONS.map(([option, lines]) =>
+    lines.map((line, i) => `${(i === 0 ? `  ${option}` : '').padEnd(column)}${line}\n`).join(''),
+  ).join('');
+}
+
+/** The values parseArgs found for READING_OPTIONS. */
+export type ReadingValues = { [K in keyof typeof READING_OPTIONS]?: string };
+
+/** Recognizer.load's options from the typed text, checked; a bad value throws the API's message. */
+export function readingOptions(values: ReadingValues): RecognizerOptions & { batchSize: number } {
+  const integer = (text: string | undefined, option: string, max: number, otherwise: number) =>
+    text === undefined ? otherwise : check.integerText(text, option, 1, max);
+  return {
+    device: values.device === undefined ? 'auto' : check.oneOf<Device>(values.device, '--device', ['auto', 'cpu', 'cuda']),
+    batchSize: integer(values['batch-size'], '--batch-size', 1024, 32),
+    threads: values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024),
+    beamWidth: integer(values['beam-width'], '--beam-width', 64, 1),
+    views: integer(values.views, '--views', MAX_VIEWS, 1),
+    precision: values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS),
+  };
+}
