@@ -130,11 +130,15 @@ describe('synthetic generator', () => {
     for (const tier of tiers) assert.equal(new Set(tier).size, tier.length, 'no word twice within a level');
   });
 
-  it('mixes dictionary words, made-up words, numbers, random strings and codes, in every case', () => {
+  it('mixes dictionary words, names, made-up words, numbers, random strings and codes, in every case', () => {
     const count = (pred) => samples.filter(pred).length;
     const kinds = {};
     for (const s of samples) kinds[s.kind] = (kinds[s.kind] ?? 0) + 1;
-    for (const kind of ['word', 'pseudo', 'number', 'random', 'code']) assert.ok(kinds[kind] >= 5, `${kind}: ${kinds[kind]}`);
+    for (const kind of ['word', 'name', 'pseudo', 'number', 'random', 'code']) assert.ok(kinds[kind] >= 5, `${kind}: ${kinds[kind]}`);
+    // Note [names]: one word of a name, in any case, now and then decorated like a word.
+    const names = new Set(loadDictionary().names.map((n) => n.toLowerCase()));
+    const plainNames = samples.filter((s) => s.kind === 'name' && /^\p{L}+$/u.test(s.label));
+    assert.ok(plainNames.length >= 5 && plainNames.every((s) => names.has(s.label.toLowerCase())), plainNames.map((s) => s.label).join(' '));
     const dictionary = new Set(loadDictionary().tiers.flat());
     const inDictionary = count((s) => dictionary.has(s.label.toLowerCase()));
     assert.ok(inDictionary >= 80, `${inDictionary} labels are dictionary words`);
@@ -363,6 +367,7 @@ describe('synthetic generator', () => {
       if (s.kind === 'pseudo' || s.kind === 'random') assert.match(s.label.toLowerCase(), /^[а-я]+$/, `${s.kind} ${s.label}`);
     }
     assert.ok(kinds.word >= 20 && kinds.pseudo >= 2 && kinds.random >= 2 && kinds.number >= 2, JSON.stringify(kinds));
+    assert.equal(kinds.name, undefined, 'the English names are left out with a word list');
     // Worker threads read the same list and make the same samples.
     const pooled = createSynthSource({ seed: 5, charset, words: file, workers: 2 });
     try {

