@@ -80,7 +80,7 @@ function trigramModel(tiers: readonly string[][], isWord: (word: string) => bool
  * Note [names]: signs carry names the word list lacks — a business's owner (ANGELO'S, MURPHY), a
  * street or a city (INDIANA, ORLANDO, SAN DIEGO) — and an English word list holds almost none of
  * them. The 'name' kind draws one word of a first name, a last name, a city, a US state or a
- * country from faker's English data (about 5,000 words; a two-word city gives each word).
+ * country from faker's English data (about 4,700 words; a two-word city gives each word).
  */
 function englishNames(): string[] {
   const { person, location } = fakerEnglish;
