@@ -12,10 +12,9 @@ const { Recognizer, defaultModelPath, info } = require('..');
 const root = path.join(__dirname, '..');
 // examples/synth-<i>.png and their labels (scripts/make-examples.js prints this list).
 const EXAMPLES = ['CROSS', 'Novel', '2857', 'Sambaing', 'byte', 'DOCTORATE', 'COMPANIONSHIP', 'g3kt5'];
-// The shipped model reads 6 of them (DOCTORATE comes out as OOCTORATE, COMPANIONSHIP as
-// COMPANIONSHP, both unsure);
-// one of margin for the SIMD paths of other CPUs, whose sums round differently.
-const MIN_EXAMPLES_READ = 5;
+// The shipped model reads 7 of them (DOCTORATE comes out as OOCTORATE, unsure); one of margin for
+// the SIMD paths of other CPUs, whose sums round differently.
+const MIN_EXAMPLES_READ = 6;
 // The standard protocol (DESIGN.md §4): lower case, a-z and 0-9 only.
 const normalise = (text) => text.toLowerCase().replace(/[^a-z0-9]/g, '');
 
@@ -58,10 +57,10 @@ describe('the default model', () => {
     await Promise.all([exact.close(), fast.close()]);
     // Where the CPU has no AMX, the products stay float32 and nothing changes at all.
     if (!info().bfloat16Matmul) assert.deepEqual(bfloat16, float32);
-    // A reading float32 is unsure of (word confidence under 0.3: 2357 at 0.21, OOCTORATE at 0.28,
-    // COMPANIONSHIP at 0.26)
-    // may change a character under bfloat16 rounding; the confident ones must not change.
-    const confident = float32.map((r, i) => i).filter((i) => float32[i].confidence >= 0.3);
+    // A reading float32 is unsure of (word confidence under 0.5: 2857 at 0.34, Sambaing at 0.43,
+    // OOCTORATE at 0.32, COMPANIONSHIP at 0.28) may change a character under bfloat16 rounding;
+    // the confident ones (0.81 to 0.89) must not change.
+    const confident = float32.map((r, i) => i).filter((i) => float32[i].confidence >= 0.5);
     assert.ok(confident.length >= 4, `only ${confident.length} confident readings`);
     for (const i of confident) {
       assert.equal(bfloat16[i].text, float32[i].text, EXAMPLES[i]);
