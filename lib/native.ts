@@ -8,7 +8,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
 
-export type Device = 'auto' | 'cpu' | 'cuda';
+/** Where a network runs: 'auto' picks (recognizer.ts and trainer.ts say how). */
+export const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+export type Device = (typeof DEVICES)[number];
 export type SimdLevel = 'generic' | 'avx2' | 'avx512';
 
 export interface CudaInfo {

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
 import { MAX_VIEWS, checkInput, decodeViews, toTensor, type CheckedInput, type ImageInput } from './image.js';
 import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
+import { DEVICES, PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -139,7 +139,6 @@ class Queue<T> {
   }
 }
 
-const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 const DTYPES = ['float32', 'float16'] as const;
 const PRESETS = ['tiny', 'base'] as const;
 const CLOSED = 'the recognizer is closed';

@@ -38,7 +38,7 @@ import { MixedSampler, type SamplerState } from './data/mix.js';
 import type { DataSource, Sample } from './data/source.js';
 import { checkInput, decodeImage, readFileBytes, toTensor } from './image.js';
 import { configCharsetProblem, encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
-import { PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
+import { DEVICES, PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
 
@@ -228,7 +228,6 @@ const MAX_CONSECUTIVE_BAD_SAMPLES = 1000;
 /** Warnings shown per kind of skipped sample before they are only counted. */
 const WARNINGS_PER_KIND = 5;
 
-const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 const PRESETS = ['tiny', 'base'] as const;
 const SCHEDULES = ['inverse-sqrt', 'cosine', 'constant'] as const;
 const LOSSES = ['focal', 'cross-entropy'] as const;

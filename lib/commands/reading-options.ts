@@ -2,7 +2,7 @@
 // threads, beam width, views, precision). Declared once for parseArgs, described once for both
 // helps, and turned into Recognizer.load's options with the API's messages.
 import { MAX_VIEWS } from '../image.js';
-import { PRECISIONS, type Device } from '../native.js';
+import { DEVICES, PRECISIONS } from '../native.js';
 import type { RecognizerOptions } from '../recognizer.js';
 import * as check from '../validate.js';
 
@@ -46,16 +46,22 @@ export function readingOptionsHelp(column: number): string {
 /** The values parseArgs found for READING_OPTIONS. */
 export type ReadingValues = { [K in keyof typeof READING_OPTIONS]?: string };
 
-/** Recognizer.load's options from the typed text, checked; a bad value throws the API's message. */
-export function readingOptions(values: ReadingValues): RecognizerOptions & { batchSize: number } {
-  const integer = (text: string | undefined, option: string, max: number, otherwise: number) =>
-    text === undefined ? otherwise : check.integerText(text, option, 1, max);
+/**
+ * Recognizer.load's options from the typed text, checked with the command line's names (a bad
+ * value throws the API's message form); an option not given is left out, for Recognizer.load's
+ * default.
+ */
+export function readingOptions(values: ReadingValues): RecognizerOptions {
+  const integer = (text: string | undefined, option: string, max: number) =>
+    text === undefined ? undefined : check.integerText(text, option, 1, max);
+  const oneOf = <T extends string>(text: string | undefined, option: string, allowed: readonly T[]) =>
+    text === undefined ? undefined : check.oneOf(text, option, allowed);
   return {
-    device: values.device === undefined ? 'auto' : check.oneOf<Device>(values.device, '--device', ['auto', 'cpu', 'cuda']),
-    batchSize: integer(values['batch-size'], '--batch-size', 1024, 32),
-    threads: values.threads === undefined ? undefined : check.integerText(values.threads, '--threads', 1, 1024),
-    beamWidth: integer(values['beam-width'], '--beam-width', 64, 1),
-    views: integer(values.views, '--views', MAX_VIEWS, 1),
-    precision: values.precision === undefined ? 'float32' : check.oneOf(values.precision, '--precision', PRECISIONS),
+    device: oneOf(values.device, '--device', DEVICES),
+    batchSize: integer(values['batch-size'], '--batch-size', 1024),
+    threads: integer(values.threads, '--threads', 1024),
+    beamWidth: integer(values['beam-width'], '--beam-width', 64),
+    views: integer(values.views, '--views', MAX_VIEWS),
+    precision: oneOf(values.precision, '--precision', PRECISIONS),
   };
 }

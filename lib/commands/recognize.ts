@@ -238,7 +238,7 @@ export async function recognizeCommand(argv: string[]): Promise<number> {
   };
   // At most a few batches of inputs are in the recognizer at once, so a long list does not turn
   // into that many pending promises.
-  const window = 4 * reading.batchSize;
+  const window = 4 * recognizer.batchSize;
   let next = 0;
   await new Promise<void>((finished) => {
     const launch = () => {

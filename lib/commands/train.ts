@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { openSource, parseSourceSpec } from '../data/index.js';
 import type { DataSource } from '../data/source.js';
-import { PRECISIONS } from '../native.js';
+import { DEVICES, PRECISIONS } from '../native.js';
 import { Trainer, type StepReport, type TrainerCreateOptions, type ValidationReport } from '../trainer.js';
 import * as check from '../validate.js';
 
@@ -301,7 +301,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     validateSamples: int('val-samples', 1, 1e9),
     logEvery: int('log-every', 1, 1e9),
     precision: values.precision === undefined ? undefined : check.oneOf(values.precision, '--precision', PRECISIONS),
-    device: values.device === undefined ? undefined : check.oneOf(values.device, '--device', ['auto', 'cpu', 'cuda'] as const),
+    device: values.device === undefined ? undefined : check.oneOf(values.device, '--device', DEVICES),
     threads: int('threads', 1, 1024),
   };
   const config = values.config === undefined ? undefined : await readConfig(values.config);

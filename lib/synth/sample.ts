@@ -432,7 +432,8 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
   let background2 = col.chance(0.6)
     ? withLuminance(randomColour(col, col.chance(0.5)), Math.min(1, Math.max(0, luminance(background) + col.clampedNormal(0, 0.12, -0.3, 0.3))))
     : background;
-  // Note [sign looks], over what the colour stream drew.
+  // Note [sign looks] and Note [faint text], over what the colour stream drew.
+  const faintness = faintContrast(rng.fork(Stream.Faint));
   if (extruded && look.neutralSide) shadowColour = withLuminance(randomColour(sign, true), sign.uniform(0.1, 0.9));
   if (look.look === 'hollow') {
     // The outline in the letters' colour; inside, the background (or, now and then, a pale or dark fill).
@@ -449,9 +450,7 @@ function drawSample(rng: Rng, lay: Rng, size: number, line: RenderedLine): { rgb
     inkColour = withLuminance(hue, sign.uniform(0.8, 0.97));
     fill = 'solid';
     opacity = 1;
-  }
-  const faintness = faintContrast(rng.fork(Stream.Faint));
-  if (faintness !== undefined && look.look === 'plain') {
+  } else if (faintness !== undefined) {
     const l = luminance(background);
     inkColour = withLuminance(inkColour, l < 0.5 ? l + faintness : l - faintness);
     fill = 'solid';
