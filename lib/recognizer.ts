@@ -18,6 +18,7 @@ import path from 'node:path';
 import { DEFAULT_CHARSET, SPECIAL_CLASSES, decodeTokens, validateCharset, type RecognizedChar } from './charset.js';
 import { MAX_VIEWS, checkInput, decodeViews, toTensor, type CheckedInput, type ImageInput } from './image.js';
 import { encodeMetadata, readMetadata, readModelFile, writeFileAtomic, type ModelConfig } from './model-file.js';
+import { DEFAULT_DICTIONARY_WEIGHT, WordSet, chooseReading, englishWords } from './dictionary.js';
 import { DEVICES, PRECISIONS, addonFor, checkPrecisionOn, loadCpuAddon, loadCudaAddon, packageRoot, type Device, type Precision } from './native.js';
 import { describe } from './validate.js';
 import * as check from './validate.js';
@@ -69,6 +70,20 @@ export interface RecognizerOptions {
    * stay float32 (`info().bfloat16Matmul` says which). Device 'cuda' takes 'float32' only.
    */
   precision?: Precision;
+  /**
+   * A word prior: 'english' (the words and names the synthetic generator draws, about 66,000) or
+   * an array of your own words (another language, a domain's vocabulary). Among an image's
+   * readings — beam search's finished hypotheses and one per view — a known word is kept over a
+   * more confident unknown one unless that is over e^dictionaryWeight times as confident (README,
+   * "Dictionary"; words compared in lower case with only letters and digits). It chooses among
+   * readings the model made, so it needs a beamWidth or views over 1. Default: none.
+   */
+  dictionary?: 'english' | readonly string[];
+  /**
+   * How much a known word counts, 0…100 in natural-log units of confidence (default 2, chosen on
+   * synthetic images); needs a dictionary. 0 is the same as no dictionary.
+   */
+  dictionaryWeight?: number;
 }
 
 /** Options of {@link Recognizer.create}. */
@@ -93,10 +108,14 @@ export interface SaveOptions {
 }
 
 // The addon's NativeModel (native/addon/model_binding.cpp).
-interface NativeWord {
+interface NativeReading {
   tokens: Int32Array;
   probs: Float32Array;
   confidence: number;
+}
+interface NativeWord extends NativeReading {
+  /** Beam search's other finished readings, most confident first (empty for greedy decoding). */
+  alternatives: NativeReading[];
 }
 interface NativeModel {
   config(): string;
@@ -151,17 +170,43 @@ interface CheckedOptions {
   beamWidth: number;
   views: number;
   precision: Precision;
+  dictionary: WordSet | undefined;
+  dictionaryWeight: number;
+}
+
+function checkDictionary(value: unknown): WordSet {
+  if (value === 'english') return englishWords();
+  const what = "'english' or a non-empty array of words";
+  if (!Array.isArray(value)) throw new TypeError(`Expected ${what} for dictionary but received ${describe(value)}`);
+  value.forEach((word: unknown, i) => {
+    if (typeof word !== 'string') throw new TypeError(`Expected a string for dictionary[${i}] but received ${describe(word)}`);
+  });
+  const words = new WordSet(value as string[]);
+  if (words.size === 0) throw new RangeError(`Expected ${what} (each with a letter or digit) for dictionary but received ${describe(value)}`);
+  return words;
 }
 
 function checkOptions(options: Record<string, unknown>): CheckedOptions {
-  return {
+  const checked = {
     device: options.device === undefined ? 'auto' : check.oneOf(options.device, 'device', DEVICES),
     threads: options.threads === undefined ? undefined : check.integer(options.threads, 'threads', 1, 1024),
     batchSize: options.batchSize === undefined ? 32 : check.integer(options.batchSize, 'batchSize', 1, 1024),
     beamWidth: options.beamWidth === undefined ? 1 : check.integer(options.beamWidth, 'beamWidth', 1, 64),
     views: options.views === undefined ? 1 : check.integer(options.views, 'views', 1, MAX_VIEWS),
     precision: options.precision === undefined ? 'float32' : check.oneOf(options.precision, 'precision', PRECISIONS),
+    dictionary: options.dictionary === undefined ? undefined : checkDictionary(options.dictionary),
+    dictionaryWeight:
+      options.dictionaryWeight === undefined ? DEFAULT_DICTIONARY_WEIGHT : check.number(options.dictionaryWeight, 'dictionaryWeight', 0, 100),
   };
+  if (checked.dictionary === undefined && options.dictionaryWeight !== undefined) {
+    throw new TypeError(`Expected a dictionary with dictionaryWeight but received dictionary ${describe(options.dictionary)}`);
+  }
+  if (checked.dictionary !== undefined && checked.beamWidth === 1 && checked.views === 1) {
+    throw new RangeError(
+      'Expected beamWidth or views over 1 with a dictionary (it chooses among their readings) but received beamWidth 1 and views 1',
+    );
+  }
+  return checked;
 }
 
 /** A beam cannot be wider than the number of classes it chooses from. */
@@ -242,6 +287,8 @@ export class Recognizer {
   readonly views: number;
   /** Precision of the matrix products, as asked for ({@link RecognizerOptions.precision}). */
   readonly precision: Precision;
+  /** How much a known word counts ({@link RecognizerOptions.dictionaryWeight}); undefined without a dictionary. */
+  readonly dictionaryWeight: number | undefined;
 
   #model: NativeModel;
   #closed = false;
@@ -251,6 +298,7 @@ export class Recognizer {
   #ready: Job[] = [];
   #running = false;
   #imagesPerCall: number; // batchSize / views, at least 1
+  #dictionary: WordSet | undefined;
   #batchTensor: Float32Array | undefined; // (≥ batch · views, 3, in_h, in_w): the largest batch so far
   #idleWaiters: Array<() => void> = [];
 
@@ -276,6 +324,8 @@ export class Recognizer {
     this.views = options.views;
     this.#imagesPerCall = Math.max(1, Math.floor(options.batchSize / options.views));
     this.precision = options.precision;
+    this.#dictionary = options.dictionary;
+    this.dictionaryWeight = options.dictionary === undefined ? undefined : options.dictionaryWeight;
   }
 
   /**
@@ -284,7 +334,8 @@ export class Recognizer {
    *   installed with the package (`models/default.safetensors`).
    * @param options - device ('auto' | 'cpu' | 'cuda', default 'auto'), threads (1…1024),
    *   batchSize (1…1024, default 32), beamWidth (1…64, default 1), views (1…8, default 1),
-   *   precision ('float32' default, or 'bfloat16').
+   *   precision ('float32' default, or 'bfloat16'), dictionary ('english' or an array of words)
+   *   and dictionaryWeight (0…100, default 2).
    * @throws TypeError / RangeError for a bad argument ("Expected <what> for <option> but received <value>").
    * @throws Error naming the file: missing, empty, not a safl model file, an unsupported format
    *   version, invalid metadata, or a tensor that is truncated, of the wrong shape or not finite.
@@ -489,11 +540,15 @@ export class Recognizer {
       for (const job of batch) job.reject(err as Error);
       return;
     }
-    batch.forEach((job, i) => {
-      // Note [views] in image.ts: the most confident reading; on a tie, the earlier view.
-      let best = words[i * this.views];
-      for (let v = 1; v < this.views; v++) if (words[i * this.views + v].confidence > best.confidence) best = words[i * this.views + v];
-      job.resolve({ ...decodeTokens(best.tokens, best.probs, this.charset), confidence: best.confidence });
-    });
+    batch.forEach((job, i) => job.resolve(this.#choose(words.slice(i * this.views, (i + 1) * this.views))));
+  }
+
+  // The result of one image from its views' words: the most confident reading, on a tie the earlier
+  // view (Note [views] in image.ts); with a dictionary, the best by Note [dictionary] among every
+  // view's reading and alternatives.
+  #choose(views: NativeWord[]): RecognitionResult {
+    const readings: NativeReading[] = this.#dictionary === undefined ? views : views.flatMap((word) => [word, ...word.alternatives]);
+    const results = readings.map((r): RecognitionResult => ({ ...decodeTokens(r.tokens, r.probs, this.charset), confidence: r.confidence }));
+    return results[chooseReading(results, this.#dictionary, this.dictionaryWeight ?? 0)];
   }
 }

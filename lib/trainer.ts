@@ -280,16 +280,6 @@ function setPoolThreads(threads: number): void {
 
 // ---- options -----------------------------------------------------------------------------------
 
-/** A finite number in [min, max] (or (min, max] when minExclusive). */
-function number(value: unknown, option: string, min: number, max: number, minExclusive = false): number {
-  const what = minExclusive ? `a number > ${min} and <= ${max}` : `a number between ${min} and ${max}`;
-  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(`Expected ${what} for ${option} but received ${describe(value)}`);
-  if (!(minExclusive ? value > min : value >= min) || !(value <= max)) {
-    throw new RangeError(`Expected ${what} for ${option} but received ${describe(value)}`);
-  }
-  return value;
-}
-
 /** Every option of a run, resolved (stored in checkpoints as "run"). */
 export interface ResolvedOptions {
   seed: number;
@@ -370,18 +360,18 @@ function resolveOptions(raw: Record<string, unknown>, seed: number): ResolvedOpt
     seed,
     batchSize: optional(raw.batchSize, 64, (v) => check.integer(v, 'batchSize', 2, 4096)),
     iterations,
-    lr: optional(raw.lr, 1e-3, (v) => number(v, 'lr', 0, 10, true)),
+    lr: optional(raw.lr, 1e-3, (v) => check.number(v, 'lr', 0, 10, true)),
     schedule: optional(raw.schedule, 'inverse-sqrt' as Schedule, (v) => check.oneOf(v, 'schedule', SCHEDULES)),
     warmup: optional(raw.warmup, Math.min(1000, Math.round(iterations / 10)), (v) => steps(v, 'warmup', 0)),
     loss: optional(raw.loss, 'focal' as LossName, (v) => check.oneOf(v, 'loss', LOSSES)),
-    gamma: optional(raw.gamma, 2, (v) => number(v, 'gamma', 0, 100)),
-    alpha: optional(raw.alpha, 1, (v) => number(v, 'alpha', 0, 100, true)),
+    gamma: optional(raw.gamma, 2, (v) => check.number(v, 'gamma', 0, 100)),
+    alpha: optional(raw.alpha, 1, (v) => check.number(v, 'alpha', 0, 100, true)),
     optimizer: optional(raw.optimizer, 'adam' as OptimizerName, (v) => check.oneOf(v, 'optimizer', OPTIMIZERS)),
-    beta1: optional(raw.beta1, 0.9, (v) => number(v, 'beta1', 0, 0.999999)),
-    beta2: optional(raw.beta2, 0.98, (v) => number(v, 'beta2', 0, 0.999999)),
-    eps: optional(raw.eps, 1e-9, (v) => number(v, 'eps', 0, 1, true)),
-    weightDecay: optional(raw.weightDecay, 0, (v) => number(v, 'weightDecay', 0, 1)),
-    clip: optional(raw.clip, 5, (v) => number(v, 'clip', 0, 1e6)),
+    beta1: optional(raw.beta1, 0.9, (v) => check.number(v, 'beta1', 0, 0.999999)),
+    beta2: optional(raw.beta2, 0.98, (v) => check.number(v, 'beta2', 0, 0.999999)),
+    eps: optional(raw.eps, 1e-9, (v) => check.number(v, 'eps', 0, 1, true)),
+    weightDecay: optional(raw.weightDecay, 0, (v) => check.number(v, 'weightDecay', 0, 1)),
+    clip: optional(raw.clip, 5, (v) => check.number(v, 'clip', 0, 1e6)),
     unknownChars: optional(raw.unknownChars, 'skip' as UnknownCharPolicy, (v) => check.oneOf(v, 'unknownChars', ['skip', 'unk'] as const)),
     longLabels: optional(raw.longLabels, 'skip' as LongLabelPolicy, (v) => check.oneOf(v, 'longLabels', ['skip', 'error'] as const)),
     checkpointDir: optional(raw.checkpointDir, undefined as string | undefined, (v) => directory(v, 'checkpointDir')),
@@ -1044,7 +1034,7 @@ export class Trainer {
       const weighted = typeof entry === 'object' && entry !== null && 'source' in entry;
       const source = (weighted ? (entry as WeightedSource).source : entry) as DataSource;
       checkSource(source, `sources[${i}]`);
-      ratios.push(weighted && (entry as WeightedSource).ratio !== undefined ? number((entry as WeightedSource).ratio, `sources[${i}].ratio`, 0, 1e9, true) : 1);
+      ratios.push(weighted && (entry as WeightedSource).ratio !== undefined ? check.number((entry as WeightedSource).ratio, `sources[${i}].ratio`, 0, 1e9, true) : 1);
       sources.push(source);
     });
     if (raw.validation !== undefined) checkSource(raw.validation, 'validation');

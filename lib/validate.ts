@@ -30,6 +30,19 @@ export function oneOf<T extends string>(value: unknown, option: string, allowed:
   return value as T;
 }
 
+/** A number in [min, max] (or (min, max] when minExclusive): TypeError when not a number, RangeError when outside. */
+export function number(value: unknown, option: string, min: number, max: number, minExclusive = false): number {
+  const what = minExclusive ? `a number > ${min} and <= ${max}` : `a number between ${min} and ${max}`;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw new TypeError(message(what, option, value));
+  if (!(minExclusive ? value > min : value >= min) || !(value <= max)) throw new RangeError(message(what, option, value));
+  return value;
+}
+
+/** A number written as text (a command-line flag): the same checks and messages as number(). */
+export function numberText(text: string, option: string, min: number, max: number): number {
+  return number(text.trim() === '' || Number.isNaN(Number(text)) ? text : Number(text), option, min, max);
+}
+
 /** An integer written as text (a command-line flag): the same checks and messages as integer(). */
 export function integerText(text: string, option: string, min: number, max: number): number {
   return integer(/^-?\d+$/.test(text.trim()) ? Number(text) : text, option, min, max);

@@ -133,6 +133,11 @@ describe('safl recognize', () => {
       [['--views', '0'], 'safl: Expected an integer between 1 and 8 for --views but received 0\n'],
       [['--threads=-1'], 'safl: Expected an integer between 1 and 1024 for --threads but received -1\n'],
       [['--precision', 'half'], "safl: Expected 'float32' or 'bfloat16' for --precision but received 'half'\n"],
+      [['--beam-width', '3', '--dictionary', path.join(dir, 'nope.txt')], `safl: ${path.join(dir, 'nope.txt')}: cannot read the word list (ENOENT: no such file or directory, open '${path.join(dir, 'nope.txt')}')\n`],
+      [['--beam-width', '3', '--dictionary', 'english', '--dictionary-weight', 'high'], "safl: Expected a number between 0 and 100 for --dictionary-weight but received 'high'\n"],
+      [['--beam-width', '3', '--dictionary', 'english', '--dictionary-weight=-1'], 'safl: Expected a number between 0 and 100 for --dictionary-weight but received -1\n'],
+      [['--beam-width', '3', '--dictionary-weight', '1'], 'safl: Expected --dictionary with --dictionary-weight but received no --dictionary\n'],
+      [['--dictionary', 'english'], 'safl: Expected --beam-width or --views over 1 with --dictionary (it chooses among their readings) but received neither\n'],
     ];
     const results = await Promise.all(cases.map(([args]) => recognize(['--model', model, ...args, files.good])));
     results.forEach(({ status, stdout, stderr }, i) => {
@@ -168,7 +173,7 @@ describe('safl recognize', () => {
     const help = await run(['recognize', '--help']);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /^Usage: safl recognize \[options\] <file \| directory \| glob>\.\.\./);
-    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--views', '--precision', '--format', '--help']) {
+    for (const option of ['--model', '--device', '--batch-size', '--threads', '--beam-width', '--views', '--precision', '--dictionary', '--dictionary-weight', '--format', '--help']) {
       assert.ok(help.stdout.includes(option), option);
     }
     for (const word of ['text', 'tsv', 'json', 'jsonl', 'stdin', 'exit status', 'progress bar']) assert.ok(help.stdout.includes(word), word);

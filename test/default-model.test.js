@@ -68,6 +68,46 @@ describe('the default model', () => {
     }
   });
 
+  it('with a dictionary, keeps the known word among the beam\'s readings (Note [dictionary])', async () => {
+    // Each example's beam-search readings, straight from the addon: the best and its alternatives.
+    const { loadCpuAddon } = require('../dist/native.js');
+    const { checkInput, decodeViews, toTensor } = require('../dist/image.js');
+    const { decodeTokens } = require('../dist/charset.js');
+    const images = EXAMPLES.map((_, i) => path.join(root, 'examples', `synth-${i}.png`));
+    const beam = await Recognizer.load(undefined, { device: 'cpu', beamWidth: 5 });
+    const { in_h: height, in_w: width } = beam.config;
+    const tensor = new Float32Array(images.length * 3 * height * width);
+    for (const [i, image] of images.entries()) {
+      const [pixels] = await decodeViews(checkInput(image, 'input'), height, width, 1);
+      toTensor(pixels, tensor, i * 3 * height * width, height, width);
+    }
+    const native = await loadCpuAddon().NativeModel.fromBuffer(fs.readFileSync(file), file);
+    const words = await native.recognize(tensor, images.length, 5, 'float32');
+    native.close();
+    const text = (reading) => decodeTokens(reading.tokens, reading.probs, beam.charset).text;
+    const plain = await beam.recognize(images);
+    await beam.close();
+    words.forEach((word, i) => assert.equal(text(word), plain[i].text));
+
+    // Weight 0 is no dictionary; a word in no reading changes nothing; a dictionary of one
+    // alternative, weighted enough, picks it.
+    const withDictionary = async (dictionary, dictionaryWeight) => {
+      const recognizer = await Recognizer.load(undefined, { device: 'cpu', beamWidth: 5, dictionary, dictionaryWeight });
+      const results = await recognizer.recognize(images);
+      await recognizer.close();
+      return results;
+    };
+    assert.deepEqual(await withDictionary('english', 0), plain);
+    assert.deepEqual(await withDictionary(['xyzzy'], 100), plain);
+    const i = words.findIndex((word) => word.alternatives.length > 0);
+    assert.ok(i >= 0, 'no example has an alternative reading');
+    const alternative = words[i].alternatives.at(-1);
+    assert.ok(alternative.confidence <= words[i].confidence);
+    const chosen = (await withDictionary([text(alternative)], 100))[i];
+    assert.equal(chosen.text, text(alternative));
+    assert.ok(Math.abs(chosen.confidence - alternative.confidence) < 1e-6); // the model's own confidence
+  });
+
   it('is what `safl recognize` uses without --model', () => {
     const image = path.join(root, 'examples', 'synth-0.png');
     const stdout = execFileSync(process.execPath, [path.join(root, 'dist', 'cli.js'), 'recognize', '--device', 'cpu', image], { encoding: 'utf8' });

@@ -137,6 +137,13 @@ describe('Recognizer', () => {
         [[modelFile, { threads: '2' }], 'TypeError', "Expected an integer between 1 and 1024 for threads but received '2'"],
         [[modelFile, { precision: 'float16' }], 'RangeError', "Expected 'float32' or 'bfloat16' for precision but received 'float16'"],
         [[modelFile, { precision: 16 }], 'TypeError', "Expected 'float32' or 'bfloat16' for precision but received 16"],
+        [[modelFile, { beamWidth: 3, dictionary: 'french' }], 'TypeError', "Expected 'english' or a non-empty array of words for dictionary but received 'french'"],
+        [[modelFile, { beamWidth: 3, dictionary: ['ok', 7] }], 'TypeError', 'Expected a string for dictionary[1] but received 7'],
+        [[modelFile, { beamWidth: 3, dictionary: ['', '--'] }], 'RangeError', "Expected 'english' or a non-empty array of words (each with a letter or digit) for dictionary but received [ '', '--' ]"],
+        [[modelFile, { beamWidth: 3, dictionary: 'english', dictionaryWeight: NaN }], 'TypeError', 'Expected a number between 0 and 100 for dictionaryWeight but received NaN'],
+        [[modelFile, { beamWidth: 3, dictionary: 'english', dictionaryWeight: 101 }], 'RangeError', 'Expected a number between 0 and 100 for dictionaryWeight but received 101'],
+        [[modelFile, { beamWidth: 3, dictionaryWeight: 1 }], 'TypeError', 'Expected a dictionary with dictionaryWeight but received dictionary undefined'],
+        [[modelFile, { dictionary: 'english' }], 'RangeError', 'Expected beamWidth or views over 1 with a dictionary (it chooses among their readings) but received beamWidth 1 and views 1'],
         [[42], 'TypeError', 'Expected a path or a Buffer for model but received 42'],
         [[modelFile, 'cpu'], 'TypeError', "Expected an object for options but received 'cpu'"],
       ];

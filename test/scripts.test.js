@@ -11,6 +11,7 @@ const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 const SCRIPTS = [
+  'bench/dictionary.js',
   'bench/memory.js',
   'bench/model.js',
   'bench/synth.js',
@@ -54,6 +55,8 @@ describe('repository scripts', function () {
       ['bench/model.js', ['--configs', 'tiny,huge'], "Expected 'tiny' or 'base' for --configs but received 'huge'"],
       ['bench/model.js', ['--repeats', '0'], 'Expected an integer between 1 and 20 for --repeats but received 0'],
       ['bench/tesseract.js', ['--format', 'csv', 'x'], "Expected 'text' or 'json' for --format but received 'csv'"],
+      ['bench/dictionary.js', ['--weights', '0,-1', 'x'], 'Expected a number between 0 and 100 for --weights but received -1'],
+      ['bench/dictionary.js', ['--beam-widths', '1', 'x'], 'Expected an integer between 2 and 64 for --beam-widths but received 1'],
       ['scripts/native-tests.js', ['--bench', 'gemmm'], "--bench: expected one of"],
       ['scripts/ship-model.js', ['--run', 'x'], '--command is required'],
     ];

@@ -1,9 +1,11 @@
 // The options `safl recognize` and `safl eval` share: how a model reads (device, batch size,
-// threads, beam width, views, precision). Declared once for parseArgs, described once for both
+// threads, beam width, views, precision, dictionary). Declared once for parseArgs, described once for both
 // helps, and turned into Recognizer.load's options with the API's messages.
+import { DEFAULT_DICTIONARY_WEIGHT } from '../dictionary.js';
 import { MAX_VIEWS } from '../image.js';
 import { DEVICES, PRECISIONS } from '../native.js';
 import type { RecognizerOptions } from '../recognizer.js';
+import { readWordList } from '../synth/words.js';
 import * as check from '../validate.js';
 
 /** The shared options in parseArgs's form; every value arrives as the text the user typed. */
@@ -14,6 +16,8 @@ export const READING_OPTIONS = {
   'beam-width': { type: 'string' },
   views: { type: 'string' },
   precision: { type: 'string' },
+  dictionary: { type: 'string' },
+  'dictionary-weight': { type: 'string' },
 } as const;
 
 /** Each option as the help lists it: the option with its argument, then its description's lines. */
@@ -34,13 +38,27 @@ const DESCRIPTIONS: Array<[string, string[]]> = [
       '(default: float32)',
     ],
   ],
+  [
+    '--dictionary D',
+    [
+      'english (built in) or a file of words, one per line: among the beam\'s',
+      'and the views\' readings, prefer known words (README, "Dictionary");',
+      'needs --beam-width or --views over 1',
+    ],
+  ],
+  ['--dictionary-weight W', [`how much a known word counts, 0-100 (default: ${DEFAULT_DICTIONARY_WEIGHT})`]],
 ];
 
-/** The help's lines for the shared options, their descriptions starting at `column`. */
+/**
+ * The help's lines for the shared options, their descriptions starting at `column` (on the line
+ * below an option too long to leave two spaces before it).
+ */
 export function readingOptionsHelp(column: number): string {
-  return DESCRIPTIONS.map(([option, lines]) =>
-    lines.map((line, i) => `${(i === 0 ? `  ${option}` : '').padEnd(column)}${line}\n`).join(''),
-  ).join('');
+  return DESCRIPTIONS.map(([option, lines]) => {
+    const head = `  ${option}`;
+    const own = head.length + 2 > column ? `${head}\n` : '';
+    return own + lines.map((line, i) => `${(i === 0 && own === '' ? head : '').padEnd(column)}${line}\n`).join('');
+  }).join('');
 }
 
 /** The values parseArgs found for READING_OPTIONS. */
@@ -56,12 +74,21 @@ export function readingOptions(values: ReadingValues): RecognizerOptions {
     text === undefined ? undefined : check.integerText(text, option, 1, max);
   const oneOf = <T extends string>(text: string | undefined, option: string, allowed: readonly T[]) =>
     text === undefined ? undefined : check.oneOf(text, option, allowed);
-  return {
+  const options: RecognizerOptions = {
     device: oneOf(values.device, '--device', DEVICES),
     batchSize: integer(values['batch-size'], '--batch-size', 1024),
     threads: integer(values.threads, '--threads', 1024),
     beamWidth: integer(values['beam-width'], '--beam-width', 64),
     views: integer(values.views, '--views', MAX_VIEWS),
     precision: oneOf(values.precision, '--precision', PRECISIONS),
+    dictionary: values.dictionary === undefined || values.dictionary === 'english' ? values.dictionary : readWordList(values.dictionary).tiers.flat(),
+    dictionaryWeight: values['dictionary-weight'] === undefined ? undefined : check.numberText(values['dictionary-weight'], '--dictionary-weight', 0, 100),
   };
+  if (options.dictionary === undefined && options.dictionaryWeight !== undefined) {
+    throw new TypeError(`Expected --dictionary with --dictionary-weight but received no --dictionary`);
+  }
+  if (options.dictionary !== undefined && (options.beamWidth ?? 1) === 1 && (options.views ?? 1) === 1) {
+    throw new RangeError('Expected --beam-width or --views over 1 with --dictionary (it chooses among their readings) but received neither');
+  }
+  return options;
 }

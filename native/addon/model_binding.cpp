@@ -6,7 +6,7 @@
 //   NativeModel.fromBuffer(bytes, source) → Promise<NativeModel>   a safetensors model file
 //   model.config() → string                                        config JSON
 //   model.metadata() → { [key]: string }                           the file's __metadata__ ({} if created)
-//   model.recognize(images, B, beamWidth, precision) → Promise<Array<{ tokens, probs, confidence }>>
+//   model.recognize(images, B, beamWidth, precision) → Promise<Array<{ tokens, probs, confidence, alternatives }>>
 //   model.save(dtype, metadata) → Promise<Buffer>                  dtype 'float32' or 'float16'
 //   model.close()                                                  frees the network's memory
 //

@@ -116,19 +116,29 @@ std::unique_ptr<model::Network> random_network(const CreateArguments& arguments)
 
 namespace {
 
-// { tokens: Int32Array, probs: Float32Array, confidence: number } for each word.
+// { tokens: Int32Array, probs: Float32Array, confidence: number } of one reading.
+Napi::Object reading_to_js(Napi::Env env, const model::Decoded& d) {
+  auto tokens = Napi::Int32Array::New(env, d.tokens.size());
+  auto probs = Napi::Float32Array::New(env, d.probs.size());
+  if (!d.tokens.empty()) std::memcpy(tokens.Data(), d.tokens.data(), d.tokens.size() * sizeof(int32_t));
+  if (!d.probs.empty()) std::memcpy(probs.Data(), d.probs.data(), d.probs.size() * sizeof(float));
+  Napi::Object reading = Napi::Object::New(env);
+  reading.Set("tokens", tokens);
+  reading.Set("probs", probs);
+  reading.Set("confidence", double(d.confidence));
+  return reading;
+}
+
+// For each word, its reading with `alternatives`: an array of the beam's other finished readings
+// (Note [alternatives] in network_decode.cpp; empty for greedy decoding).
 Napi::Array words_to_js(Napi::Env env, const std::vector<model::Decoded>& decoded) {
   Napi::Array out = Napi::Array::New(env, decoded.size());
   for (size_t i = 0; i < decoded.size(); ++i) {
-    const model::Decoded& d = decoded[i];
-    auto tokens = Napi::Int32Array::New(env, d.tokens.size());
-    auto probs = Napi::Float32Array::New(env, d.probs.size());
-    if (!d.tokens.empty()) std::memcpy(tokens.Data(), d.tokens.data(), d.tokens.size() * sizeof(int32_t));
-    if (!d.probs.empty()) std::memcpy(probs.Data(), d.probs.data(), d.probs.size() * sizeof(float));
-    Napi::Object word = Napi::Object::New(env);
-    word.Set("tokens", tokens);
-    word.Set("probs", probs);
-    word.Set("confidence", double(d.confidence));
+    Napi::Object word = reading_to_js(env, decoded[i]);
+    Napi::Array alternatives = Napi::Array::New(env, decoded[i].alternatives.size());
+    for (size_t k = 0; k < decoded[i].alternatives.size(); ++k)
+      alternatives.Set(uint32_t(k), reading_to_js(env, decoded[i].alternatives[k]));
+    word.Set("alternatives", alternatives);
     out.Set(uint32_t(i), word);
   }
   return out;

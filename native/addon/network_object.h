@@ -217,7 +217,7 @@ Napi::Value create(const Napi::CallbackInfo& info, MakeState<State> make_state) 
 
 // ---- methods and workers -------------------------------------------------------------------------
 
-// The method recognize(images, B, beamWidth) → Promise<Array<{ tokens, probs, confidence }>>.
+// The method recognize(images, B, beamWidth) → Promise<Array<{ tokens, probs, confidence, alternatives }>>.
 Napi::Value recognize(const Napi::CallbackInfo& info, std::shared_ptr<NetworkHandle> handle);
 
 // A worker that resolves with the bytes its Run() writes, as a Buffer.

@@ -6,7 +6,7 @@
 //   trainer.config() → string                                         config JSON
 //   trainer.optimizerStep() → number                                  Adam updates made so far
 //   trainer.step(images, targets, B, options) → Promise<{ loss, correct, tokens, gradNorm, skipped }>
-//   trainer.recognize(images, B, beamWidth, precision) → Promise<Array<{ tokens, probs, confidence }>>
+//   trainer.recognize(images, B, beamWidth, precision) → Promise<Array<{ tokens, probs, confidence, alternatives }>>
 //   trainer.save(dtype, metadata, withOptimizer) → Promise<Buffer>
 //   trainer.load(bytes, source, withOptimizer) → Promise<undefined>   a checkpoint (withOptimizer) or a
 //                                                                     model file of the same config

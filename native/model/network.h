@@ -23,11 +23,14 @@
 namespace safl::model {
 
 // One decoded word: class indices of its characters (EOS not included), the probability of each,
-// and the word confidence (the product of the character probabilities and of EOS's).
+// and the word confidence (the product of the character probabilities and of EOS's). Beam search
+// also gives the other hypotheses that finished, most confident first, at most beam_width − 1
+// (Note [alternatives] in network_decode.cpp); greedy decoding gives none.
 struct Decoded {
   std::vector<int32_t> tokens;
   std::vector<float> probs;
   float confidence = 0.0f;
+  std::vector<Decoded> alternatives;
 };
 
 class Network {

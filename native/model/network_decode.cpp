@@ -21,6 +21,12 @@
 // finished score is at least its best live score (scores only fall as tokens are added). The result
 // is the best finished hypothesis, else the best live one.
 //
+// Note [alternatives]: with the result come the image's other finished hypotheses, by score (ties
+// in the order they finished), at most beam_width − 1 of them: the readings a word prior can choose
+// among (lib/dictionary.ts). They are the ones that finished before the search stopped, so a
+// hypothesis still live then is not among them; words of the same length as the result, which
+// finish at its step, usually are.
+//
 // Note [the last position holds only EOS]: labels have at most max_len characters, so position
 // max_len (the tgt_len-th step) can only hold EOS. At that step an EOS candidate finishes a
 // hypothesis as usual; any other token is not appended, and the hypothesis ends unfinished with
@@ -88,6 +94,18 @@ const Hypothesis* best_of(const std::vector<Hypothesis>& list) {
   for (const Hypothesis& h : list)
     if (!best || h.score > best->score) best = &h;
   return best;
+}
+
+// An image's result once it is done: the best finished hypothesis with the other finished ones as
+// its alternatives (Note [alternatives]), else the best live one.
+Decoded result_of(ImageState& s, int64_t beam_width) {
+  if (s.finished.empty()) return to_decoded(*best_of(s.live));
+  std::stable_sort(s.finished.begin(), s.finished.end(),
+                   [](const Hypothesis& a, const Hypothesis& b) { return a.score > b.score; });
+  Decoded result = to_decoded(s.finished[0]);
+  const size_t count = std::min(s.finished.size(), size_t(beam_width));
+  for (size_t k = 1; k < count; ++k) result.alternatives.push_back(to_decoded(s.finished[k]));
+  return result;
 }
 
 // One decoder step at position t for G groups of W rows: b.ids (G·W) → b.logprobs (G·W, C).
@@ -274,8 +292,7 @@ std::vector<Decoded> decode(DecodeBuffers& b, const float* P, const PackedDecode
       const std::vector<int64_t> parents =
           select(s, b.logits + g * W * C, b.logprobs + g * W * C, C, W, eos, t == T - 1, order);
       if (s.done) {
-        const Hypothesis* best = best_of(s.finished);
-        results[s.image] = to_decoded(best ? *best : *best_of(s.live));
+        results[s.image] = result_of(s, W);
         continue;
       }
       for (int64_t j = 0; j < W; ++j) row_parents.push_back(g * W + parents[j < int64_t(parents.size()) ? j : 0]);

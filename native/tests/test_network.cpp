@@ -268,14 +268,21 @@ Decoded reference_beam_search(Network& net, const std::vector<float>& images, in
     live = next;
     if (live.empty() || (!finished.empty() && best(finished)->score >= best(live)->score)) break;
   }
-  const Hyp* h = finished.empty() ? best(live) : best(finished);
-  Decoded d;
-  d.tokens = h->tokens;
-  d.probs = h->probs;
-  float confidence = 1.0f;
-  for (const float p : h->probs) confidence *= p;
-  if (h->eos_prob >= 0.0f) confidence *= h->eos_prob;
-  d.confidence = confidence;
+  auto decoded = [](const Hyp& h) {
+    Decoded d;
+    d.tokens = h.tokens;
+    d.probs = h.probs;
+    float confidence = 1.0f;
+    for (const float p : h.probs) confidence *= p;
+    if (h.eos_prob >= 0.0f) confidence *= h.eos_prob;
+    d.confidence = confidence;
+    return d;
+  };
+  if (finished.empty()) return decoded(*best(live));
+  // Note [alternatives]: the finished hypotheses by score, ties in finishing order; at most width.
+  std::stable_sort(finished.begin(), finished.end(), [](const Hyp& x, const Hyp& y) { return x.score > y.score; });
+  Decoded d = decoded(finished[0]);
+  for (size_t k = 1; k < finished.size() && int64_t(k) < width; ++k) d.alternatives.push_back(decoded(finished[k]));
   return d;
 }
 
@@ -447,6 +454,7 @@ SAFL_TEST(network_beam_search_matches_uncached_reference) {
     for (const int64_t width : {1, 2, 3, 5}) {
       const std::vector<Decoded> beam = net.recognize(images.data(), B, width);
       int64_t better = 0;
+      size_t alternatives = 0;
       for (int64_t b = 0; b < B; ++b) {
         const Decoded expected = reference_beam_search(net, images, b, width);
         const Decoded& h = beam[b];
@@ -455,6 +463,17 @@ SAFL_TEST(network_beam_search_matches_uncached_reference) {
         if (h.probs.size() == expected.probs.size())
           EXPECT_ALL_CLOSE(h.probs.data(), expected.probs.data(), h.probs.size(), 1e-5, 1e-6);
         EXPECT_NEAR(h.confidence, expected.confidence, 1e-5 * expected.confidence);
+        EXPECT(h.alternatives.size() == expected.alternatives.size());
+        EXPECT(int64_t(h.alternatives.size()) < width);
+        for (size_t k = 0; k < std::min(h.alternatives.size(), expected.alternatives.size()); ++k) {
+          const Decoded& alternative = h.alternatives[k];
+          EXPECT(alternative.tokens == expected.alternatives[k].tokens);
+          EXPECT(alternative.tokens != h.tokens);
+          EXPECT_NEAR(alternative.confidence, expected.alternatives[k].confidence,
+                      1e-5 * expected.alternatives[k].confidence);
+          EXPECT(alternative.confidence <= (k == 0 ? h.confidence : h.alternatives[k - 1].confidence) * (1 + 1e-6));
+        }
+        alternatives += h.alternatives.size();
         const double beam_score = std::log(double(h.confidence));
         const double greedy_score = std::log(double(greedy[b].confidence));
         EXPECT(beam_score >= greedy_score - 1e-5);
@@ -462,8 +481,10 @@ SAFL_TEST(network_beam_search_matches_uncached_reference) {
       }
       size_t length = 0;
       for (const Decoded& h : beam) length += h.tokens.size();
-      std::printf("    eos bias %+.1f width %lld: %zu tokens over %lld images, beats greedy on %lld\n", eos_bias,
-                  (long long)width, length, (long long)B, (long long)better);
+      std::printf("    eos bias %+.1f width %lld: %zu tokens over %lld images, beats greedy on %lld, %zu alternatives\n",
+                  eos_bias, (long long)width, length, (long long)B, (long long)better, alternatives);
+      if (width == 1) EXPECT(alternatives == 0);
+      if (width > 1 && eos_bias > 0) EXPECT(alternatives > 0);  // words that end at different steps
     }
   }
 }
