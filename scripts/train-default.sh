@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the model shipped as models/default.safetensors (issue 5) and ships it: the tiny config on
 # the built-in synthetic generator (seed 1, every sample new), focal loss (γ = 2), Adam with a
-# cosine schedule, on the CPU, in nine stages, as it was made:
+# cosine schedule, on the CPU, in ten stages, as it was made:
 #   1. 7500 steps, the cosine schedule ending at step 7500;
 #   2. resumed from that checkpoint with 16000 steps in all, which recomputes the cosine for 16000
 #      steps: the learning rate goes back up to 5.9e-4 at step 7501 (a warm restart) and decays to
@@ -20,8 +20,10 @@
 #      generator's clipped letters (Note [clipped letters] in lib/synth/sample.ts);
 #   8. and once more (generator seed 9), the first to see its hollow and neon letters and sideways
 #      side faces (Note [sign looks] in lib/synth/sample.ts);
-#   9. and once more (generator seed 10), the first to see its faint ink (Note [faint text]).
-# About 14 h 45 min on the 2-core dev machine (see the README).
+#   9. and once more (generator seed 10), the first to see its faint ink (Note [faint text]);
+#  10. and once more (generator seed 11), the first to see American and British spellings and
+#      names of people and places (Notes [spellings] and [names] in lib/synth/words.ts).
+# About 16 h 28 min on the 2-core dev machine (see the README).
 #   bash scripts/train-default.sh [RUN_DIR]        (default runs/default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +33,8 @@ stage2="safl train --resume $run --iterations 16000 --checkpoint-dir $run --chec
 stage3="safl train --resume $run --iterations 24000 --checkpoint-dir $run --checkpoint-every 500 --validate-every 2000 --val synth --val-samples 300 --log-every 50"
 stage4="safl train --resume $run --iterations 32000 --checkpoint-dir $run --checkpoint-every 500 --validate-every 2000 --val synth --val-samples 300 --log-every 50"
 ship4="node scripts/ship-model.js --run $run"
-# Stages 5-9: each fine-tunes the file the stage before shipped, then ships its own.
-finetunes=("5 5" "6 6" "7 8" "8 9" "9 10")  # stage, generator seed
+# Stages 5-10: each fine-tunes the file the stage before shipped, then ships its own.
+finetunes=("5 5" "6 6" "7 8" "8 9" "9 10" "10 11")  # stage, generator seed
 # shellcheck disable=SC2086 # the commands are split into their words on purpose
 node dist/cli.js ${stage1#safl }
 # shellcheck disable=SC2086
