@@ -8,7 +8,6 @@
 // one, and its letters replace the English alphabet.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { en as fakerEnglish } from '@faker-js/faker';
 import type { Rng } from './random.js';
 
 /** What kind of string a sample's word is. */
@@ -83,6 +82,9 @@ function trigramModel(tiers: readonly string[][], isWord: (word: string) => bool
  * country from faker's English data (about 4,700 words; a two-word city gives each word).
  */
 function englishNames(): string[] {
+  // Loaded here, on first use, rather than with the package: faker takes longer to load (about
+  // 0.1 s here) than the rest of safl, and only the generator and the English dictionary need it.
+  const { en: fakerEnglish } = require('@faker-js/faker') as typeof import('@faker-js/faker');
   const { person, location } = fakerEnglish;
   const lists: unknown[] = [person?.first_name, person?.last_name, location?.city_name, location?.state, location?.country];
   const strings = (value: unknown): string[] =>
