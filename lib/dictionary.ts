@@ -49,7 +49,7 @@ let english: WordSet | undefined;
 /**
  * The built-in English dictionary: the words and names the synthetic generator draws (SCOWL's
  * English, American and British words up to size 50, and faker's English names of people and
- * places; lib/synth/words.ts), about 66,000 keys, built on first use.
+ * places; lib/synth/words.ts), about 68,000 keys, built on first use.
  */
 export function englishWords(): WordSet {
   if (english === undefined) {

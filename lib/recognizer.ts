@@ -71,7 +71,7 @@ export interface RecognizerOptions {
    */
   precision?: Precision;
   /**
-   * A word prior: 'english' (the words and names the synthetic generator draws, about 66,000) or
+   * A word prior: 'english' (the words and names the synthetic generator draws, about 68,000) or
    * an array of your own words (another language, a domain's vocabulary). Among an image's
    * readings — beam search's finished hypotheses and one per view — a known word is kept over a
    * more confident unknown one unless that is over e^dictionaryWeight times as confident (README,
