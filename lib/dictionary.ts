@@ -1,7 +1,7 @@
 // A word prior for reading: a set of known words, and the choice among an image's candidate
 // readings (beam search's finished hypotheses, one or more views) that favours them
 // (Note [dictionary]).
-import { loadDictionary } from './synth/words.js';
+import { englishWordLists } from './synth/words.js';
 
 /**
  * Note [dictionary]: the decoder reads a word one character at a time and knows no words as such:
@@ -53,7 +53,7 @@ let english: WordSet | undefined;
  */
 export function englishWords(): WordSet {
   if (english === undefined) {
-    const { tiers, names } = loadDictionary();
+    const { tiers, names } = englishWordLists();
     english = new WordSet([...tiers.flat(), ...names]);
   }
   return english;

