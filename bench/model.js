@@ -145,7 +145,8 @@ for (const config of configs) {
         const summary = (runs) => ({ imgPerS: median(runs.map((r) => r.imgPerS)), rss: median(runs.map((r) => r.rss)) });
         const ratios = ours.map((s, i) => s.imgPerS / theirs[i].imgPerS);
         rows.push({ config, batch, mode, safl: { ...summary(ours), precision: ours[0].precision }, peer: summary(theirs),
-          ratioRange: [Math.min(...ratios), Math.max(...ratios)] });
+          ratioRange: [Math.min(...ratios), Math.max(...ratios)], saflRuns: ours.map((s) => s.imgPerS),
+          peerForwardRuns: peerMode === 'infer' ? peerList.slice(0, repeats).map((res) => res[PEER_KEYS.forward]) : [] });
       }
     }
   }
@@ -164,11 +165,15 @@ for (const r of rows) {
 }
 const greedyVsForward = rows.filter((r) => r.mode === 'greedy').map((r) => {
   const fwd = rows.find((q) => q.config === r.config && q.batch === r.batch && q.mode === 'forward');
-  return fwd ? `| ${r.config} | ${r.batch} | ${r.safl.precision} | ${(r.safl.imgPerS / fwd.peer.imgPerS).toFixed(2)}× |` : null;
+  if (!fwd) return null;
+  // Run i of the greedy row against the peer's forward of its run i (one peer process measures both).
+  const ratios = r.saflRuns.map((imgPerS, i) => imgPerS / r.peerForwardRuns[i]);
+  const range = repeats > 1 ? ` ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}× |` : '';
+  return `| ${r.config} | ${r.batch} | ${r.safl.precision} | ${(r.safl.imgPerS / fwd.peer.imgPerS).toFixed(2)}× |${range}`;
 }).filter(Boolean);
 if (greedyVsForward.length) {
   console.log('\nsafl greedy vs the peer\'s teacher-forced forward (same run):\n');
-  console.log('| config | batch | safl products | safl greedy / peer teacher-forced |');
-  console.log('|---|---|---|---|');
+  console.log(`| config | batch | safl products | safl greedy / peer teacher-forced |${repeats > 1 ? ' range of the ratios |' : ''}`);
+  console.log(`|---|---|---|---|${repeats > 1 ? '---|' : ''}`);
   for (const line of greedyVsForward) console.log(line);
 }

@@ -428,59 +428,51 @@ void winograd_weight(float* u, const float* weight /* (Co, Ci, 3, 3) */, const C
   });
 }
 
-// V (kPoints, Ci·kernel_rows, images·rows·tiles) of images [b0, b0 + images) for the band.
-// Each input row is transformed once and copied to every (kernel row, output row) pair that
-// reads it; pairs whose input row is padding get zeros.
+// Bᵀ d for one tile's six inputs d0..d5: the tile's value at each of the kPoints points, stored
+// `point` floats apart.
+inline void winograd_input_tile(float* dst, int64_t point, float d0, float d1, float d2, float d3, float d4,
+                                float d5) {
+  dst[0] = 4 * d0 - 5 * d2 + d4;
+  dst[point] = -4 * d1 - 4 * d2 + d3 + d4;
+  dst[2 * point] = 4 * d1 - 4 * d2 - d3 + d4;
+  dst[3 * point] = -2 * d1 - d2 + 2 * d3 + d4;
+  dst[4 * point] = 2 * d1 - d2 - 2 * d3 + d4;
+  dst[5 * point] = 4 * d1 - 5 * d3 + d5;
+}
+
+// V (kPoints, Ci·kernel_rows, images·rows·tiles) of images [b0, b0 + images) for the band, one
+// row (ci, r) of V per task: for each image and output row oh it transforms input row
+// oh + k_lo + r − 1 (zeros where that row is padding) tile by tile, writing each point's row
+// straight through. Tile t reads x[4t − 1 .. 4t + 4]; only the first and the last tiles reach
+// into the padding, so the tiles between read the row without bounds checks.
 void winograd_input(float* v, const float* x /* (B, Ci, H, W) */, const ConvGeometry& g, const Band& band,
                     int64_t b0, int64_t images) {
-  const int64_t kr = band.kernel_rows(), k = g.Ci * kr, T = g.tiles(), rows = band.rows();
-  const int64_t columns = images * rows * T, point = k * columns;  // of V
-  const int64_t ih_lo = std::max<int64_t>(0, band.oh0 + band.k_lo - 1);
-  const int64_t ih_hi = std::min(g.H, band.oh1 + band.k_hi - 2);
-  parallel_for(0, g.Ci * images, grain_for(kr * rows * T * kPoints), [&](int64_t lo, int64_t hi) {
-    // The row's four phases, p[j][t] = x[4t + j − 1] (0 in the padding): the tile inputs
-    // d_k(t) = x[4t + k − 1] are p[k][t] for k < 4 and p[k − 4][t + 1] after, runs along t that
-    // the compiler vectorises. Then the row's kPoints transformed runs.
-    std::vector<float> scratch(size_t(4 * (T + 1) + kPoints * T));
-    float* p[4];
-    for (int j = 0; j < 4; ++j) p[j] = scratch.data() + j * (T + 1);
-    float* tr = scratch.data() + 4 * (T + 1);  // (kPoints, T)
-    for (int64_t task = lo; task < hi; ++task) {
-      const int64_t ci = task / images, i = task % images;
-      const float* plane = x + ((b0 + i) * g.Ci + ci) * g.H * g.W;
-      auto destination = [&](int64_t rr, int64_t oh) {
-        return v + (ci * kr + rr) * columns + (i * rows + oh - band.oh0) * T;
-      };
-      for (int64_t rr = 0; rr < kr; ++rr) {
-        for (int64_t oh = band.oh0; oh < band.oh1; ++oh) {
+  const int64_t kr = band.kernel_rows(), T = g.tiles(), W = g.W;
+  const int64_t columns = images * band.rows() * T, point = g.Ci * kr * columns;  // of V
+  const int64_t inner_end = std::clamp<int64_t>((W - 5) / 4 + 1, 1, T);  // tiles [1, inner_end) are inside
+  parallel_for(0, g.Ci * kr, grain_for(kPoints * columns), [&](int64_t lo, int64_t hi) {
+    for (int64_t row = lo; row < hi; ++row) {
+      const int64_t ci = row / kr, rr = row % kr;
+      float* dst = v + row * columns;
+      for (int64_t i = 0; i < images; ++i) {
+        for (int64_t oh = band.oh0; oh < band.oh1; ++oh, dst += T) {
           const int64_t ih = oh + band.k_lo + rr - 1;
-          if (ih >= 0 && ih < g.H) continue;
-          float* dst = destination(rr, oh);
-          for (int64_t xi = 0; xi < kPoints; ++xi) std::fill(dst + xi * point, dst + xi * point + T, 0.0f);
-        }
-      }
-      for (int64_t ih = ih_lo; ih < ih_hi; ++ih) {
-        const float* row = plane + ih * g.W;
-        for (int j = 0; j < 4; ++j) {
-          for (int64_t t = 0; t <= T; ++t) {
-            const int64_t w = 4 * t + j - 1;
-            p[j][t] = w >= 0 && w < g.W ? row[w] : 0.0f;
+          if (ih < 0 || ih >= g.H) {
+            for (int64_t xi = 0; xi < kPoints; ++xi) std::fill(dst + xi * point, dst + xi * point + T, 0.0f);
+            continue;
           }
-        }
-        for (int64_t t = 0; t < T; ++t) {
-          const float d0 = p[0][t], d1 = p[1][t], d2 = p[2][t], d3 = p[3][t], d4 = p[0][t + 1], d5 = p[1][t + 1];
-          tr[t] = 4 * d0 - 5 * d2 + d4;
-          tr[T + t] = -4 * d1 - 4 * d2 + d3 + d4;
-          tr[2 * T + t] = 4 * d1 - 4 * d2 - d3 + d4;
-          tr[3 * T + t] = -2 * d1 - d2 + 2 * d3 + d4;
-          tr[4 * T + t] = 2 * d1 - d2 - 2 * d3 + d4;
-          tr[5 * T + t] = 4 * d1 - 5 * d3 + d5;
-        }
-        for (int64_t rr = 0; rr < kr; ++rr) {
-          const int64_t oh = ih - band.k_lo - rr + 1;
-          if (oh < band.oh0 || oh >= band.oh1) continue;
-          float* dst = destination(rr, oh);
-          for (int64_t xi = 0; xi < kPoints; ++xi) std::copy(tr + xi * T, tr + (xi + 1) * T, dst + xi * point);
+          const float* in = x + (((b0 + i) * g.Ci + ci) * g.H + ih) * W;
+          auto at = [&](int64_t w) { return w >= 0 && w < W ? in[w] : 0.0f; };
+          auto edge_tile = [&](int64_t t) {
+            const int64_t w = 4 * t - 1;
+            winograd_input_tile(dst + t, point, at(w), at(w + 1), at(w + 2), at(w + 3), at(w + 4), at(w + 5));
+          };
+          edge_tile(0);
+          for (int64_t t = 1; t < inner_end; ++t) {
+            const float* d = in + 4 * t - 1;
+            winograd_input_tile(dst + t, point, d[0], d[1], d[2], d[3], d[4], d[5]);
+          }
+          for (int64_t t = inner_end; t < T; ++t) edge_tile(t);
         }
       }
     }
@@ -488,10 +480,11 @@ void winograd_input(float* v, const float* x /* (B, Ci, H, W) */, const ConvGeom
 }
 
 // The band's rows of out (B, Co, Ho, Wo) for images [b0, b0 + images) from M (kPoints, Co,
-// images·rows·tiles), adding the bias.
+// images·rows·tiles), adding the bias: Aᵀ m per tile, the last tile cut at Wo.
 void winograd_output(float* out, const float* m, const float* bias, const ConvGeometry& g, const Band& band,
                      int64_t b0, int64_t images) {
   const int64_t T = g.tiles(), rows = band.rows(), columns = images * rows * T, point = g.Co * columns;
+  const int64_t full_tiles = g.Wo / 4;
   parallel_for(0, images * g.Co, grain_for(rows * g.Wo * kPoints), [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t i = task / g.Co, co = task % g.Co;
@@ -499,13 +492,19 @@ void winograd_output(float* out, const float* m, const float* bias, const ConvGe
       for (int64_t oh = band.oh0; oh < band.oh1; ++oh) {
         const float* src = m + co * columns + (i * rows + oh - band.oh0) * T;
         float* dst = out + (((b0 + i) * g.Co + co) * g.Ho + oh) * g.Wo;
-        for (int64_t t = 0; t < T; ++t) {
+        auto outputs = [&](int64_t t, float y[4]) {
           const float m0 = src[t], m1 = src[point + t], m2 = src[2 * point + t], m3 = src[3 * point + t],
                       m4 = src[4 * point + t], m5 = src[5 * point + t];
-          const float y[4] = {m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * m3 - 2 * m4, m1 + m2 + 4 * m3 + 4 * m4,
-                              m1 - m2 + 8 * m3 - 8 * m4 + m5};
-          const int64_t outputs = std::min<int64_t>(4, g.Wo - 4 * t);
-          for (int64_t j = 0; j < outputs; ++j) dst[4 * t + j] = y[j] + shift;
+          y[0] = m0 + m1 + m2 + m3 + m4 + shift;
+          y[1] = m1 - m2 + 2 * m3 - 2 * m4 + shift;
+          y[2] = m1 + m2 + 4 * m3 + 4 * m4 + shift;
+          y[3] = m1 - m2 + 8 * m3 - 8 * m4 + m5 + shift;
+        };
+        for (int64_t t = 0; t < full_tiles; ++t) outputs(t, dst + 4 * t);
+        if (full_tiles < T) {
+          float y[4];
+          outputs(full_tiles, y);
+          std::copy(y, y + (g.Wo - 4 * full_tiles), dst + 4 * full_tiles);
         }
       }
     }
