@@ -11,7 +11,7 @@
 //
 // Modes: greedy (decoding), forward (teacher-forced inference forward), train (forward + backward
 // + Adam). Precisions: of safl's matrix products (common/matmul_precision.h; default float32
-// only); the table shows the one the products really used (bfloat16 needs AMX). The peer always
+// only); the table shows the one the products really used (bfloat16 needs AMX or AVX512-BF16). The peer always
 // runs float32. Needs the native benchmark (node scripts/native-tests.js --build-only) and, for the peer,
 // Debian's python3-torch with OpenBLAS (libopenblas0-pthread).
 //

@@ -28,7 +28,8 @@ Run 'safl <command> --help' for a command's options.
 const INFO_HELP = `Usage: safl info [--threads N] [--json]
 
 Shows what this installation of safl runs on: the devices it can use (cpu, and cuda when its
-addon loads and a GPU answers), the SIMD path of the CPU kernels, and the size of the thread pool.
+addon loads and a GPU answers), the SIMD path of the CPU kernels, whether --precision bfloat16
+multiplies in bfloat16 here (and on what), and the size of the thread pool.
 
 Options:
   --threads N     size of the native thread pool (default: hardware threads)
@@ -36,6 +37,12 @@ Options:
   -h, --help      show this help
 `;
 
+// `safl info`'s line on bfloat16 products, by info().bfloat16Unit.
+const BFLOAT16_UNITS = {
+  amx: 'yes, on the AMX tile unit',
+  'avx512-bf16': 'yes, with the AVX512-BF16 instructions',
+  none: 'no, they stay float32 on this CPU',
+} as const;
 
 function infoCommand(argv: string[]): number {
   const { values } = parseArgs({
@@ -58,7 +65,7 @@ function infoCommand(argv: string[]): number {
       `safl ${i.version}`,
       `devices: ${i.devices.join(', ')}${i.cudaUnavailableReason ? ` (cuda: ${i.cudaUnavailableReason})` : ''}`,
       `simd: ${i.simd} (supported: ${i.simdSupported})`,
-      `bfloat16 products (--precision bfloat16): ${i.bfloat16Matmul ? 'yes, on the AMX tile unit' : 'no, they stay float32 on this CPU'}`,
+      `bfloat16 products (--precision bfloat16): ${BFLOAT16_UNITS[i.bfloat16Unit ?? 'none']}`,
       `threads: ${i.threads} of ${i.hardwareThreads} hardware threads`,
       '',
     ].join('\n'),

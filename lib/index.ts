@@ -1,9 +1,9 @@
 // safl's public API: Recognizer reads the text in word images; Trainer trains (or fine-tunes) the
 // model; info() and setThreads() describe and size the native core.
-import { cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
+import { type BFloat16Unit, cudaUnavailableReason, loadCpuAddon, loadCudaAddon, type SimdLevel } from './native.js';
 import * as check from './validate.js';
 
-export type { Device, Precision, SimdLevel } from './native.js';
+export type { BFloat16Unit, Device, Precision, SimdLevel } from './native.js';
 export { Recognizer, defaultModelPath } from './recognizer.js';
 export type { CreateOptions, RecognitionResult, RecognizerOptions, SaveOptions } from './recognizer.js';
 export type { ImageInput, RawImage } from './image.js';
@@ -25,10 +25,16 @@ export interface Info {
   simd: SimdLevel;
   simdSupported: SimdLevel;
   /**
-   * Whether `precision: 'bfloat16'` makes the CPU's matrix products bfloat16 here (a CPU with AMX
-   * and the 'avx512' SIMD path); elsewhere they stay float32.
+   * Whether `precision: 'bfloat16'` makes the CPU's matrix products bfloat16 here (the 'avx512'
+   * SIMD path on a CPU with AMX or AVX512-BF16); elsewhere they stay float32.
    */
   bfloat16Matmul: boolean;
+  /**
+   * What multiplies them: 'amx' (the tile unit of Intel Xeon 4th generation and later),
+   * 'avx512-bf16' (the VDPBF16PS instruction: AMD Zen 4 and later, Intel Cooper Lake), or null
+   * where `bfloat16Matmul` is false.
+   */
+  bfloat16Unit: BFloat16Unit | null;
   /** Threads of the native pool, and the machine's hardware threads. */
   threads: number;
   hardwareThreads: number;
@@ -54,6 +60,7 @@ export function info(): Info {
     simd: cpu.simd,
     simdSupported: cpu.simdSupported,
     bfloat16Matmul: cpu.bfloat16Matmul,
+    bfloat16Unit: cpu.bfloat16Unit,
     threads: cpu.threads,
     hardwareThreads: cpu.hardwareThreads,
   };

@@ -12,6 +12,8 @@ import nodeGypBuild from 'node-gyp-build';
 export const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 export type Device = (typeof DEVICES)[number];
 export type SimdLevel = 'generic' | 'avx2' | 'avx512';
+/** What multiplies bfloat16 products on the CPU (common/matmul_precision.h). */
+export type BFloat16Unit = 'amx' | 'avx512-bf16';
 
 export interface CudaInfo {
   built: boolean;
@@ -38,6 +40,7 @@ export interface AddonInfo {
   simd: SimdLevel;
   simdSupported: SimdLevel;
   bfloat16Matmul: boolean;
+  bfloat16Unit: BFloat16Unit | null;
   threads: number;
   hardwareThreads: number;
 }

@@ -101,8 +101,8 @@ export interface TrainOptions {
   /**
    * Precision of the matrix products of each step's forward and backward on the CPU: 'float32'
    * (default) or 'bfloat16' (mixed precision: the products' operands rounded to bfloat16 and
-   * added in float32 on the AMX tile unit of CPUs that have one; weights, optimizer state, batch
-   * norm and the loss stay float32). Elsewhere 'bfloat16' changes nothing. Faster steps, but so
+   * added in float32, on CPUs with AMX or AVX512-BF16; weights, optimizer state, batch norm and the
+   * loss stay float32). Elsewhere 'bfloat16' changes nothing. Faster steps, but so
    * far less learnt per step than float32 (README, "Training your own recogniser"). Device 'cuda'
    * takes 'float32' only. May change when a run is resumed.
    */

@@ -15,6 +15,7 @@ describe('public API', () => {
     assert.equal(info.devices.includes('cuda'), info.cudaUnavailableReason === '');
     assert.ok(['generic', 'avx2', 'avx512'].includes(info.simd));
     assert.equal(typeof info.bfloat16Matmul, 'boolean');
+    assert.ok(info.bfloat16Matmul ? ['amx', 'avx512-bf16'].includes(info.bfloat16Unit) : info.bfloat16Unit === null);
     assert.ok(info.threads >= 1 && info.hardwareThreads >= 1);
   });
 
@@ -41,7 +42,9 @@ describe('safl CLI', () => {
     assert.equal(out.version, safl.info().version);
     assert.equal(out.bfloat16Matmul, safl.info().bfloat16Matmul);
     const text = execFileSync(process.execPath, [cli, 'info'], { encoding: 'utf8' });
-    assert.match(text, safl.info().bfloat16Matmul ? /^bfloat16 products \(--precision bfloat16\): yes/m : /^bfloat16 products \(--precision bfloat16\): no/m);
+    const unit = { amx: 'yes, on the AMX tile unit', 'avx512-bf16': 'yes, with the AVX512-BF16 instructions' };
+    assert.ok(text.split('\n').includes(
+      `bfloat16 products (--precision bfloat16): ${unit[safl.info().bfloat16Unit] ?? 'no, they stay float32 on this CPU'}`));
   });
 
   it('--help lists the commands; an unknown command fails with a message', () => {

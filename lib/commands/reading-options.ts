@@ -34,7 +34,7 @@ const DESCRIPTIONS: Array<[string, string[]]> = [
     '--precision P',
     [
       'float32 or bfloat16: the precision of the matrix products; bfloat16 is',
-      'about twice as fast on CPUs with AMX and the same as float32 elsewhere',
+      'faster on CPUs with AMX or AVX512-BF16, the same as float32 elsewhere',
       '(default: float32)',
     ],
   ],

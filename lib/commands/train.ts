@@ -60,9 +60,10 @@ Training:
   --clip X                clip the global gradient norm to X; 0 turns it off (default: 5)
   --seed N                seed of the initialisation, the data order and dropout (default: 0)
   --precision P           float32 (default) or bfloat16: mixed precision, the matrix products'
-                          operands rounded to bfloat16 on CPUs with AMX (elsewhere no change);
-                          weights, optimizer, batch norm and loss stay float32. Faster steps,
-                          but so far less learnt per step (README, Training)
+                          operands rounded to bfloat16 on CPUs with AMX or AVX512-BF16
+                          (elsewhere no change); weights, optimizer, batch norm and loss stay
+                          float32. Faster steps, but so far less learnt per step (README,
+                          Training)
 
 Run:
   --checkpoint-dir DIR    where checkpoint.safetensors, model.safetensors and metrics.jsonl go

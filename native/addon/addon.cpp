@@ -80,6 +80,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("simd", simd_level_name(simd_level()));
   out.Set("simdSupported", simd_level_name(simd_level_supported()));
   out.Set("bfloat16Matmul", bfloat16_matmul_available());
+  const std::string unit = bfloat16_matmul_unit();
+  out.Set("bfloat16Unit", unit.empty() ? env.Null() : Napi::String::New(env, unit));
   out.Set("threads", num_threads());
   out.Set("hardwareThreads", hardware_threads());
   return out;

@@ -18,8 +18,9 @@
 //   safl_bench_gemm [--threads N (2)] [--samples S (7)] [--simd generic|avx2|avx512]
 //                   [--precision float32|bfloat16] [--only substring]
 //
-// --precision bfloat16 times safl's products under MatmulPrecision::BFloat16 (AMX tiles, where
-// the CPU has them) against OpenBLAS's float32 ones; %peak stays relative to the float32 FMA rate.
+// --precision bfloat16 times safl's products under MatmulPrecision::BFloat16 (AMX tiles or
+// VDPBF16PS, where the CPU has them) against OpenBLAS's float32 ones; %peak stays relative to the
+// float32 FMA rate.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -265,7 +266,8 @@ int main(int argc, char** argv) {
   }
 
   std::printf("sgemm, %d threads, SIMD %s, safl's products in %s, %d alternating samples per shape (each >= 20 ms)\n",
-              threads, safl::simd_level_name(safl::simd_level()), bfloat16_used ? "bfloat16 (AMX)" : "float32", samples);
+              threads, safl::simd_level_name(safl::simd_level()),
+              bfloat16_used ? (std::string("bfloat16 (") + safl::bfloat16_matmul_unit() + ")").c_str() : "float32", samples);
   std::printf("GFLOP/s: median over samples; ratio: median of the per-sample ratios safl / OpenBLAS\n");
   if (peak > 0.0) {
     std::printf("peak %.0f GFLOP/s: best FMA-loop rate at this SIMD width on %d threads\n", peak, threads);

@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     int64_t step = 0;
 
     const safl::MatmulPrecisionScope precision(a.precision);
-    // What the products really use: bfloat16 only where the CPU has AMX.
+    // What the products really use: bfloat16 only where the CPU has AMX or AVX512-BF16.
     const bool bfloat16_used = safl::bfloat16_products_this_call();
     auto run_once = [&] {
       if (a.mode == "greedy") {

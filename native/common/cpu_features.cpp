@@ -48,7 +48,7 @@ std::atomic<int>& current_level() {
 // on for every thread of the process, now and later (Linux 5.16+). Without it the first tile
 // instruction would kill the process with SIGILL, so nothing uses AMX unless this succeeded.
 bool detect_amx_bf16() {
-#if defined(__linux__) && SAFL_AMX_KERNELS
+#if defined(__linux__) && SAFL_BF16_KERNELS
   __builtin_cpu_init();
   unsigned eax, ebx, ecx, edx;
   if (__get_cpuid_max(0, nullptr) < 7) return false;
@@ -65,7 +65,28 @@ bool detect_amx_bf16() {
 #endif
 }
 
+bool detect_avx512_bf16() {
+#if SAFL_BF16_KERNELS
+  __builtin_cpu_init();
+  // __builtin_cpu_supports checks that the OS saves the AVX-512 registers (XCR0) too.
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return false;
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  if (eax < 1) return false;  // no subleaf 1
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  return (eax >> 5) & 1;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+bool avx512_bf16_supported() {
+  static const bool supported = detect_avx512_bf16();
+  return supported;
+}
 
 bool amx_bf16_supported() {
   static const bool supported = detect_amx_bf16();

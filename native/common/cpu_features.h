@@ -16,20 +16,26 @@ void set_simd_level(SimdLevel level);
 // "generic", "avx2" (AVX2 + FMA) or "avx512" (AVX-512 F).
 const char* simd_level_name(SimdLevel level);
 
-// Whether this build has the AMX kernels (native/cpu/gemm_kernel_amx.cpp): x86-64 with a compiler
-// that knows the AMX intrinsics (GCC 11+, Clang 12+). Older compilers build without them, and
-// bfloat16 products then stay float32.
+// Whether this build has the bfloat16 kernels (native/cpu/gemm_kernel_amx.cpp and
+// gemm_kernel_avx512_bf16.cpp): x86-64 with a compiler that knows the AMX and AVX512-BF16
+// intrinsics (GCC 11+, Clang 12+). Older compilers build without them, and bfloat16 products then
+// stay float32.
 #if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) || \
                             (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
-#define SAFL_AMX_KERNELS 1
+#define SAFL_BF16_KERNELS 1
 #else
-#define SAFL_AMX_KERNELS 0
+#define SAFL_BF16_KERNELS 0
 #endif
 
 // Whether this CPU multiplies bfloat16 matrices in its AMX tile unit (AMX-TILE, AMX-BF16 and
 // AVX512-BF16) and the OS lets this process use the tile registers (on Linux the first call asks
-// for them with arch_prctl; elsewhere false), and this build has the AMX kernels. Independent of
-// simd_level().
+// for them with arch_prctl; elsewhere false), and this build has the bfloat16 kernels.
+// Independent of simd_level().
 bool amx_bf16_supported();
+
+// Whether this CPU has the AVX512-BF16 instructions (VDPBF16PS, VCVTNE2PS2BF16) with AVX-512 F and
+// BW, the OS saves the AVX-512 registers, and this build has the bfloat16 kernels. Independent
+// of simd_level().
+bool avx512_bf16_supported();
 
 }  // namespace safl

@@ -16,7 +16,14 @@ MatmulPrecisionScope::MatmulPrecisionScope(MatmulPrecision precision) : previous
 
 MatmulPrecisionScope::~MatmulPrecisionScope() { tls_precision = previous_; }
 
-bool bfloat16_matmul_available() { return amx_bf16_supported() && simd_level() == SimdLevel::Avx512; }
+bool bfloat16_matmul_available() {
+  return simd_level() == SimdLevel::Avx512 && (amx_bf16_supported() || avx512_bf16_supported());
+}
+
+const char* bfloat16_matmul_unit() {
+  if (!bfloat16_matmul_available()) return "";
+  return amx_bf16_supported() ? "amx" : "avx512-bf16";
+}
 
 bool bfloat16_products_this_call() {
   return matmul_precision() == MatmulPrecision::BFloat16 && bfloat16_matmul_available();

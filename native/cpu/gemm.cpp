@@ -13,8 +13,9 @@
 // The first depth block applies beta; later ones accumulate (beta = 1). The micro-kernel and
 // the packing exist per SIMD level (gemm_kernel_{generic,avx2,avx512}.cpp), picked at each call
 // from simd_level(). Threads split C into a grid of rectangles (Note [how sgemm uses threads]).
-// Under MatmulPrecision::BFloat16 on a CPU with AMX, the same blocking runs the bfloat16 tile
-// kernels of gemm_kernel_amx.cpp instead (their panels hold bfloat16 values, gemm_kernels.h).
+// Under MatmulPrecision::BFloat16 on a CPU with AMX or AVX512-BF16, the same blocking runs the
+// bfloat16 kernels of gemm_kernel_amx.cpp or gemm_kernel_avx512_bf16.cpp instead (their panels
+// hold bfloat16 values, gemm_kernels.h).
 #include "ops/gemm.h"
 
 #include <algorithm>
@@ -81,11 +82,11 @@ constexpr double kReadCost = 4.0;  // per float of packed B a job reads (Note [s
 constexpr double kMinFlopsPerTask = 1 << 21;
 constexpr int64_t kJobsPerThread = 4;
 
-// The kernels this thread's product runs: bfloat16 tiles when asked for and available, else the
-// float32 kernels of the SIMD level.
+// The kernels this thread's product runs: bfloat16 kernels when asked for and available (AMX
+// tiles where the CPU has them), else the float32 kernels of the SIMD level.
 const GemmKernels& kernels_for_this_call() {
   if (bfloat16_products_this_call()) {
-    return gemm_detail::gemm_kernels_amx();
+    return amx_bf16_supported() ? gemm_detail::gemm_kernels_amx() : gemm_detail::gemm_kernels_avx512_bf16();
   }
   switch (simd_level()) {
     case SimdLevel::Avx512: return gemm_detail::gemm_kernels_avx512();

@@ -21,7 +21,7 @@
 
 #include "common/cpu_features.h"
 
-#if SAFL_AMX_KERNELS
+#if SAFL_BF16_KERNELS
 #include <immintrin.h>
 
 #include <cstring>

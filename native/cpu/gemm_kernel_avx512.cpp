@@ -11,10 +11,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#include <array>
-#include <utility>
-
 #include "cpu/gemm_pack.h"
+#include "cpu/gemm_tile_table.h"
 #include "cpu/gemm_transpose_avx512.h"
 
 namespace safl::cpu::gemm_detail {
@@ -24,49 +22,51 @@ constexpr int kMR = 8;        // Note [8 × 48 tile]
 constexpr int kVectors = 3;   // zmm vectors across a tile row
 constexpr int kNR = 16 * kVectors;
 
-// Computes a ROWS × (16 · VECTORS) tile from panels of kMR rows and kNR columns; the last row
-// and column panels of a block use fewer rows and vectors, so they skip most of the padding.
-// 16 · (VECTORS - 1) < cols <= 16 · VECTORS.
-template <int ROWS, int VECTORS>
-__attribute__((target("avx512f"))) void tile(int64_t kc, const float* a, const float* b, float* c,
-                                             int64_t ldc, int64_t cols, float alpha, float beta) {
-  __m512 acc[ROWS][VECTORS];
-#pragma GCC unroll 64
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS; ++v) acc[r][v] = _mm512_setzero_ps();
-  }
-#pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k) {
-    __m512 bv[VECTORS];
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS; ++v) bv[v] = _mm512_loadu_ps(b + k * kNR + 16 * v);
+struct Tiles {
+  // Computes a ROWS × (16 · VECTORS) tile from panels of kMR rows and kNR columns; the last row
+  // and column panels of a block use fewer rows and vectors, so they skip most of the padding.
+  // 16 · (VECTORS - 1) < cols <= 16 · VECTORS.
+  template <int ROWS, int VECTORS>
+  __attribute__((target("avx512f"))) static void tile(int64_t kc, const float* a, const float* b, float* c,
+                                                      int64_t ldc, int64_t cols, float alpha, float beta) {
+    __m512 acc[ROWS][VECTORS];
 #pragma GCC unroll 64
     for (int r = 0; r < ROWS; ++r) {
-      const __m512 ar = _mm512_set1_ps(a[k * kMR + r]);
 #pragma GCC unroll 4
-      for (int v = 0; v < VECTORS; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+      for (int v = 0; v < VECTORS; ++v) acc[r][v] = _mm512_setzero_ps();
     }
-  }
-  __mmask16 mask[VECTORS];
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; ++k) {
+      __m512 bv[VECTORS];
 #pragma GCC unroll 4
-  for (int v = 0; v < VECTORS; ++v) {
-    const int64_t left = cols - 16 * v;  // >= 1
-    mask[v] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-  }
-  const __m512 alpha_v = _mm512_set1_ps(alpha);
-  const __m512 beta_v = _mm512_set1_ps(beta);
+      for (int v = 0; v < VECTORS; ++v) bv[v] = _mm512_loadu_ps(b + k * kNR + 16 * v);
 #pragma GCC unroll 64
-  for (int r = 0; r < ROWS; ++r) {
+      for (int r = 0; r < ROWS; ++r) {
+        const __m512 ar = _mm512_set1_ps(a[k * kMR + r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < VECTORS; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+      }
+    }
+    __mmask16 mask[VECTORS];
 #pragma GCC unroll 4
     for (int v = 0; v < VECTORS; ++v) {
-      float* dst = c + r * ldc + 16 * v;
-      __m512 x = _mm512_mul_ps(acc[r][v], alpha_v);
-      if (beta != 0.0f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], dst), beta_v, x);
-      _mm512_mask_storeu_ps(dst, mask[v], x);
+      const int64_t left = cols - 16 * v;  // >= 1
+      mask[v] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    }
+    const __m512 alpha_v = _mm512_set1_ps(alpha);
+    const __m512 beta_v = _mm512_set1_ps(beta);
+#pragma GCC unroll 64
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS; ++v) {
+        float* dst = c + r * ldc + 16 * v;
+        __m512 x = _mm512_mul_ps(acc[r][v], alpha_v);
+        if (beta != 0.0f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], dst), beta_v, x);
+        _mm512_mask_storeu_ps(dst, mask[v], x);
+      }
     }
   }
-}
+};
 
 
 // Copies 16 consecutive values (along k) of `count` <= 16 rows, src + i·ld, transposed: for each
@@ -134,30 +134,10 @@ __attribute__((target("avx512f"))) void pack_b(float* packed, const float* B, in
   }
 }
 
-using TileFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       int64_t cols, float alpha, float beta);
-
-template <int VECTORS, int... R>
-constexpr std::array<TileFn, sizeof...(R)> make_tiles(std::integer_sequence<int, R...>) {
-  return {&tile<R + 1, VECTORS>...};
-}
-
-template <int... V>
-constexpr std::array<std::array<TileFn, kMR>, sizeof...(V)> make_tile_table(std::integer_sequence<int, V...>) {
-  return {make_tiles<V + 1>(std::make_integer_sequence<int, kMR>())...};
-}
-
-void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t rows,
-                  int64_t cols, float alpha, float beta) {
-  // tiles[v - 1][r - 1] computes r rows and v vectors.
-  static constexpr auto tiles = make_tile_table(std::make_integer_sequence<int, kVectors>());
-  tiles[(cols + 15) / 16 - 1][rows - 1](kc, a, b, c, ldc, cols, alpha, beta);
-}
-
 }  // namespace
 
 const GemmKernels& gemm_kernels_avx512() {
-  static const GemmKernels kernels{kMR, kNR, &micro_kernel, &pack_a, &pack_b};
+  static const GemmKernels kernels{kMR, kNR, &TileTable<Tiles, kMR, kVectors>::micro_kernel, &pack_a, &pack_b};
   return kernels;
 }
 

@@ -8,9 +8,10 @@
 //     op(B)[k][q·NR + c], c = 0..NR-1 (columns past nc are zero: the kernel computes them and
 //     drops them when it stores).
 // Panel p of A starts at p·MR·kc, panel q of B at q·NR·kc.
-// The AMX kernels (bfloat16 products, gemm_kernel_amx.cpp) pack other layouts of bfloat16 values
-// into the same float buffers: their panels hold kc rounded up to k_align (zero-filled) and two
-// values per float, so panel p of A starts at p·MR·round_up(kc, k_align) / values_per_float.
+// The bfloat16 kernels (gemm_kernel_amx.cpp, gemm_kernel_avx512_bf16.cpp) pack other layouts of
+// bfloat16 values into the same float buffers: their panels hold kc rounded up to k_align
+// (zero-filled) and two values per float, so panel p of A starts at
+// p·MR·round_up(kc, k_align) / values_per_float.
 //
 // Each level's functions are compiled with a function target attribute (never a global -m flag)
 // and are only called when cpu_features.h reports that level.
@@ -48,8 +49,11 @@ const GemmKernels& gemm_kernels_generic();
 // Only valid where simd_level() reports the level; elsewhere they return the generic kernels.
 const GemmKernels& gemm_kernels_avx2();
 const GemmKernels& gemm_kernels_avx512();
-// bfloat16 products on the AMX tile unit; only valid where bfloat16_matmul_available()
+// bfloat16 products on the AMX tile unit; only valid where bfloat16_matmul_unit() is "amx"
 // (common/matmul_precision.h); elsewhere they return the generic kernels.
 const GemmKernels& gemm_kernels_amx();
+// bfloat16 products with VDPBF16PS; only valid where bfloat16_matmul_unit() is "avx512-bf16";
+// elsewhere they return the generic kernels.
+const GemmKernels& gemm_kernels_avx512_bf16();
 
 }  // namespace safl::cpu::gemm_detail

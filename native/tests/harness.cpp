@@ -66,7 +66,7 @@ void skip(const std::string& reason) {
 
 bool skip_without_bfloat16_products() {
   if (bfloat16_matmul_available()) return false;
-  skip("this CPU (or OS) has no AMX-BF16: bfloat16 products stay float32");
+  skip("this CPU (or OS) has neither AMX-BF16 nor AVX512-BF16: bfloat16 products stay float32");
   return true;
 }
 

@@ -28,7 +28,8 @@ void expect(bool ok, const char* what, const char* file, int line);
 void expect_near(double actual, double expected, double tol, const char* what, const char* file, int line);
 // Mark the running test as skipped, with the reason printed.
 void skip(const std::string& reason);
-// Skips the running test and returns true where bfloat16 products stay float32 (no AMX here).
+// Skips the running test and returns true where bfloat16 products stay float32 (neither AMX nor
+// AVX512-BF16 here).
 bool skip_without_bfloat16_products();
 
 // ---- deterministic data ----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 // SGEMM: the fast path (packed, blocked, per-SIMD-level micro-kernels, threaded) against
 // sgemm_reference, over every SIMD level this CPU supports, every transpose combination, odd
 // sizes and tile edges, padded strides, alpha/beta (beta = 0 over NaN-filled C), 1–3 threads,
-// zero sizes, nested calls from pool tasks, and the argument check. The bfloat16 products (AMX,
-// MatmulPrecision::BFloat16) against sgemm_reference of the rounded operands, where the CPU has AMX.
+// zero sizes, nested calls from pool tasks, and the argument check. The bfloat16 products
+// (MatmulPrecision::BFloat16: AMX tiles, or VDPBF16PS where the CPU has AVX512-BF16 but no AMX)
+// against sgemm_reference of the rounded operands, where the CPU has either.
 // sgemm_packed_b (op(B) packed once) against sgemm, bit for bit, and its refusal of other kernels.
 #include <cstring>
 #include <limits>
@@ -28,7 +29,7 @@ std::vector<SimdLevel> supported_levels() {
   return levels;
 }
 
-// The SIMD levels a precision's products run at: bfloat16 runs the AMX kernels at AVX-512 only.
+// The SIMD levels a precision's products run at: bfloat16 runs its kernels at AVX-512 only.
 std::vector<SimdLevel> levels_for(MatmulPrecision precision) {
   return precision == MatmulPrecision::BFloat16 ? std::vector<SimdLevel>{SimdLevel::Avx512} : supported_levels();
 }
@@ -43,7 +44,7 @@ struct Case {
 // Compares sgemm with sgemm_reference on the same data at every supported SIMD level and 1, 2
 // and 3 threads (both restored afterwards). C lives in a Guarded buffer whose row padding must
 // come back bit-for-bit unchanged; with beta == 0 it starts as NaN, which must not leak into the
-// result. Under BFloat16 (AVX-512 only, where the AMX kernels run) the reference multiplies the
+// result. Under BFloat16 (AVX-512 only, where the bfloat16 kernels run) the reference multiplies the
 // operands rounded to bfloat16.
 // A case's A and B, stored as its transposes and paddings say, with random values.
 struct Operands {
@@ -241,8 +242,9 @@ SAFL_TEST(sgemm_argument_errors) {
 
 SAFL_TEST(sgemm_bfloat16_matches_the_reference_of_rounded_operands) {
   if (safl::test::skip_without_bfloat16_products()) return;
-  // Around the 32 × 32 tile and its 16-row and 16-column halves, k blocks of 32, and across the
-  // depth (384), column (672) and row (1536) blocks and the thread split.
+  // Around AMX's 32 × 32 tile and its 16-row and 16-column halves, the 8 × 48 tile of VDPBF16PS
+  // and its 16-row packing, odd depths (a last pair with one value), k blocks of 32, and across
+  // the depth (384), column (672) and row (1536) blocks and the thread split.
   const int64_t sizes[][3] = {{1, 1, 1},    {2, 3, 1},     {5, 7, 3},     {16, 16, 32}, {17, 33, 31},
                               {32, 32, 64}, {33, 47, 65},  {64, 512, 512}, {7, 700, 20}, {61, 45, 400},
                               {229, 241, 250}, {1600, 40, 33}};
