@@ -55,7 +55,8 @@ describe('the default model', () => {
     assert.equal(fast.precision, 'bfloat16');
     const [float32, bfloat16] = [await exact.recognize(images), await fast.recognize(images)];
     await Promise.all([exact.close(), fast.close()]);
-    // Where the CPU has no AMX, the products stay float32 and nothing changes at all.
+    // Where the CPU multiplies no bfloat16 (neither AMX nor AVX512-BF16), the products stay float32
+    // and nothing changes at all.
     if (!info().bfloat16Matmul) assert.deepEqual(bfloat16, float32);
     // A reading float32 is unsure of (word confidence under 0.5: Sessimb at 0.18, ECOLOGICALLY at
     // 0.47, CONSORTED at 0.45) may change a character under bfloat16 rounding; the confident ones

@@ -195,7 +195,7 @@ describe('Recognizer', () => {
       assertSameResults(concurrent, batched);
     });
 
-    it("precision 'bfloat16' gives results of the same shape, and float32's where the CPU has no AMX", async () => {
+    it("precision 'bfloat16' gives results of the same shape, and float32's where the CPU multiplies no bfloat16", async () => {
       assert.equal(recognizer.precision, 'float32');
       const fast = await Recognizer.load(modelFile, { precision: 'bfloat16' });
       assert.equal(fast.precision, 'bfloat16');

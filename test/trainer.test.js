@@ -234,8 +234,8 @@ describe('Trainer', () => {
         await trainer.close();
         runs[precision] = { dir, losses, model: result.model };
       }
-      // The same data and seed: where the CPU has no AMX nothing changes; with it, the rounding of the
-      // products' operands moves the losses a little.
+      // The same data and seed: where the CPU multiplies no bfloat16 nothing changes; where it does,
+      // the rounding of the products' operands moves the losses a little.
       const [exact, fast] = [runs.float32.losses, runs.bfloat16.losses];
       if (!safl.info().bfloat16Matmul) assert.deepEqual(fast, exact);
       fast.forEach((loss, i) => assert.ok(Math.abs(loss - exact[i]) < 0.02 * exact[i], `step ${i + 1}: ${loss} vs ${exact[i]}`));
