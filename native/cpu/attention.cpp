@@ -368,7 +368,8 @@ struct Fused {
   // W partial vectors are reduced together (Note [transposed sums] in lane_sums.h).
   static Lanes tile_scores(const float* q_row, const float* key_rows, int64_t ld, int64_t keys,
                            int64_t Dh) {
-    Lanes partial[W] = {};
+    Lanes partial[W];
+    for (int64_t j = keys; j < W; ++j) partial[j] = Lanes{};  // no key: a zero score
     const int64_t full = Dh - Dh % W;
     for (int64_t j = 0; j < keys; ++j) {
       const float* k_row = key_rows + j * ld;

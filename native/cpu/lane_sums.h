@@ -31,26 +31,43 @@ inline float lane_sum(const Lanes& x) {
   return lanes[0];
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+// The shuffles of Note [transposed sums], level by level (level L reduces vectors of W >> L lanes
+// still to add): the result's first W/2 lanes come from a (indices 0..W-1), the others from b
+// (W..2W-1); block k of `half` lanes takes the low (or high) half of a's (or b's) k-th block.
+// Computed at compile time: built at run time, the index vectors went through the stack and each
+// shuffle waited for its indices to be stored and loaded back (a fifth of a decoding step's
+// attention time).
+template <int W>
+struct ShuffleIndices {
+  int32_t low[8][W] = {}, high[8][W] = {};
+  constexpr ShuffleIndices() {
+    int level = 0;
+    for (int per_vector = W; per_vector > 1; per_vector /= 2, ++level) {
+      const int half = per_vector / 2;
+      for (int lane = 0; lane < W; ++lane) {
+        const int source = lane < W / 2 ? 0 : W, within = lane % (W / 2);
+        const int block = within / half, j = within % half;
+        low[level][lane] = source + block * per_vector + j;
+        high[level][lane] = source + block * per_vector + half + j;
+      }
+    }
+  }
+};
+template <int W>
+inline constexpr ShuffleIndices<W> kShuffleIndices{};
+#endif
+
 // sums[i] = lane_sum(v[i]) for i < W, bit for bit (Note [transposed sums]). v is overwritten.
 template <int W, class Lanes>
 inline void transposed_sums(float* sums, Lanes* v) {
 #if defined(__GNUC__) && !defined(__clang__)
   typedef int32_t Indices __attribute__((vector_size(sizeof(Lanes))));
-  int vectors = W;
-  for (int per_vector = W; per_vector > 1; per_vector /= 2) {
-    const int half = per_vector / 2;
-    // The result's first W/2 lanes come from a (indices 0..W-1), the others from b (W..2W-1);
-    // block k of `half` lanes takes the low (or high) half of a's (or b's) k-th block.
-    int32_t low_lanes[W], high_lanes[W];
-    for (int lane = 0; lane < W; ++lane) {
-      const int source = lane < W / 2 ? 0 : W, within = lane % (W / 2);
-      const int block = within / half, j = within % half;
-      low_lanes[lane] = source + block * per_vector + j;
-      high_lanes[lane] = source + block * per_vector + half + j;
-    }
+  int vectors = W, level = 0;
+  for (int per_vector = W; per_vector > 1; per_vector /= 2, ++level) {
     Indices low, high;
-    std::memcpy(&low, low_lanes, sizeof low);
-    std::memcpy(&high, high_lanes, sizeof high);
+    std::memcpy(&low, kShuffleIndices<W>.low[level], sizeof low);
+    std::memcpy(&high, kShuffleIndices<W>.high[level], sizeof high);
     for (int i = 0; i < vectors / 2; ++i)
       v[i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], low) + __builtin_shuffle(v[2 * i], v[2 * i + 1], high);
     vectors /= 2;
