@@ -4,8 +4,26 @@
 // network_cnn.cpp, network_transformer.cpp and network_decode.cpp (see network_internal.h).
 //
 // Memory: one activation arena per network (network_internal.h, Arena), grown to the largest
-// batch seen. Each call lays out the buffers it needs (a Carver pass that counts, then one that
-// hands out pieces), so nothing is allocated inside the computation apart from the arena's growth.
+// batch seen, and one per part of Note [images in parts]. Each call lays out the buffers it needs
+// (a Carver pass that counts, then one that hands out pieces), so nothing is allocated inside the
+// computation apart from the arenas' growth.
+//
+// Note [images in parts]: inference (recognition, and the teacher-forced inference forward, so that
+// the two agree) of a batch with enough images for several pool threads cuts it into one part of
+// consecutive images per thread and runs each part's whole network on its thread (parallel_run;
+// the ops inside a pool task run serially), each part in its own arena; the results are put back
+// in order. One batch over all threads makes every op a parallel region whose
+// threads wait for each other at its end, some 40 times per decoding step, and a decoding step's
+// attention, bound by memory, leaves both threads' FMA units idle at once; parts meet only at the
+// end, and one thread's attention overlaps the other's products. But each part reads the decoder's
+// weights at every step, so a part needs enough images to make that read worth it: at least 8,
+// and one per 2^19 floats of those weights (tiny 8, base 28). Each image's result is what
+// recognising its part alone gives. Measured here (build/safl_bench_model --mode greedy, 2
+// threads, runs alternating without parts and with; img/s): base batch 64, 8 runs, median 71.8
+// both, but 61–74 without and 70–74 with (the single batch loses a sixth whenever the other
+// process on the machine is busy); tiny batch 64, 4 runs, 360–497 → 481–533; tiny batch 16 (parts
+// of 8) 305–309 → 424–432. With parts of 8, base batch 16 ran 61–62 → 46–47, and with parts of 16
+// base batch 32 the same (67–69): hence the bound by the weights.
 //
 // Note [folded inference copy]: inference runs the convolutions (and the localisation fc1) with
 // batch norm folded into their weights and biases (batchnorm_fold), kept in a separate buffer.
@@ -38,6 +56,7 @@
 
 #include "common/error.h"
 #include "common/matmul_precision.h"
+#include "common/threadpool.h"
 #include "model/network_internal.h"
 #include "ops/activation.h"
 #include "ops/batchnorm.h"
@@ -204,6 +223,12 @@ std::string prefix_of(const std::string& name) { return name.substr(0, name.rfin
 
 }  // namespace
 
+// Note [images in parts]: the fewest images a part gets.
+int64_t min_images_per_part(const Config& c) {
+  const int64_t step_weights = c.dec_layers * (6 * c.d_model * c.d_model + 2 * c.d_model * c.ffn);
+  return std::max<int64_t>(8, step_weights >> 19);
+}
+
 struct Network::Impl {
   Config config;
   Layout layout;
@@ -217,6 +242,7 @@ struct Network::Impl {
   std::vector<float> grid_matrix;  // (rect_h·rect_w, K)
   std::vector<float> positions;    // (max(S, tgt_len), d) sinusoid table
   net::Arena arena;
+  std::vector<net::Arena> part_arenas;  // Note [images in parts]
 
   explicit Impl(const Config& c) : config(c) {
     config.validate("Network config");
@@ -446,15 +472,46 @@ struct Network::Impl {
     return p.norm.out;
   }
 
+  // Note [images in parts]: calls part(arena, b0, n) for the images [b0, b0 + n) of each part of a
+  // batch of B, the parts concurrently, each with its own arena (one part: the network's arena).
+  template <class Part>
+  void run_in_parts(int64_t B, Part&& part) {
+    const int64_t parts = std::min<int64_t>(num_threads(), B / min_images_per_part(config));
+    if (parts <= 1) {
+      part(arena, 0, B);
+      return;
+    }
+    if (int64_t(part_arenas.size()) < parts) part_arenas.resize(size_t(parts));
+    parallel_run(int(parts), [&](int task, int tasks) {
+      // tasks < parts only if the pool shrank meanwhile: then a task takes several parts in turn.
+      for (int64_t p = task; p < parts; p += tasks) {
+        const int64_t b0 = B * p / parts, b1 = B * (p + 1) / parts;
+        part(part_arenas[size_t(p)], b0, b1 - b0);
+      }
+    });
+  }
+
+  // Floats of one input image (3, in_h, in_w).
+  int64_t image_floats() const { return 3 * config.in_h * config.in_w; }
+
   void forward_infer(float* logits, const float* images, const int32_t* targets, int64_t B) {
     ensure_folded();
+    const int64_t T = config.tgt_len(), C = config.num_classes;
+    run_in_parts(B, [&](net::Arena& part_arena, int64_t b0, int64_t n) {
+      forward_infer_part(part_arena, logits + b0 * T * C, images + b0 * image_floats(), targets + b0 * T, n);
+    });
+  }
+
+  // Teacher-forced inference of B images (one part) in `into`.
+  void forward_infer_part(net::Arena& into, float* logits, const float* images, const int32_t* targets,
+                          int64_t B) {
     const int64_t S = config.seq_len(), T = config.tgt_len(), d = config.d_model;
     EncoderPlan encoder;
     int32_t* ids = nullptr;
     float* decoder_in = nullptr;
     net::DecoderLayerActs layer;
     net::NormActs norm;
-    arena.carve([&](net::Carver& c) {
+    into.carve([&](net::Carver& c) {
       carve_encoder(c, encoder, B);
       ids = c.ints(B * T);
       decoder_in = c.floats(B * T * d);
@@ -596,15 +653,20 @@ std::vector<Decoded> Network::recognize(const float* images, int64_t B, int64_t 
   if (B == 0) return {};
   m.ensure_folded();
   const net::PackedDecoder* packed = m.packed_decoder_for_this_call();
-  Impl::EncoderPlan encoder;
-  net::DecodeBuffers decode;
-  m.arena.carve([&](net::Carver& c) {
-    m.carve_encoder(c, encoder, B);
-    net::carve_decode(c, decode, m.config, B, beam_width);
+  std::vector<Decoded> results(static_cast<size_t>(B));
+  m.run_in_parts(B, [&](net::Arena& arena, int64_t b0, int64_t n) {
+    Impl::EncoderPlan encoder;
+    net::DecodeBuffers decode;
+    arena.carve([&](net::Carver& c) {
+      m.carve_encoder(c, encoder, n);
+      net::carve_decode(c, decode, m.config, n, beam_width);
+    });
+    const float* memory = m.encode(encoder, images + b0 * m.image_floats(), n);
+    std::vector<Decoded> part = net::decode(decode, m.params.data(), packed, m.config, m.refs, memory,
+                                            m.positions.data(), n, beam_width);
+    std::move(part.begin(), part.end(), results.begin() + b0);
   });
-  const float* memory = m.encode(encoder, images, B);
-  return net::decode(decode, m.params.data(), packed, m.config, m.refs, memory, m.positions.data(), B,
-                     beam_width);
+  return results;
 }
 
 void Network::forward(float* logits, const float* images, const int32_t* targets, int64_t B, bool training,
