@@ -27,6 +27,7 @@
 
 #include "common/error.h"
 #include "common/matmul_precision.h"
+#include "common/threadpool.h"
 #include "model/network.h"
 #include "model/safetensors.h"
 #include "ops/optimizer.h"
@@ -401,6 +402,45 @@ SAFL_TEST(network_greedy_matches_teacher_forcing) {
     EXPECT(beam1[b].probs == greedy[b].probs);
     EXPECT(beam1[b].confidence == greedy[b].confidence);
   }
+}
+
+// The same words, probabilities, confidence and alternatives, bit for bit.
+bool same_decoded(const Decoded& a, const Decoded& b) {
+  if (a.tokens != b.tokens || a.probs != b.probs || a.confidence != b.confidence) return false;
+  if (a.alternatives.size() != b.alternatives.size()) return false;
+  for (size_t i = 0; i < a.alternatives.size(); ++i)
+    if (!same_decoded(a.alternatives[i], b.alternatives[i])) return false;
+  return true;
+}
+
+SAFL_TEST(network_inference_in_parts) {
+  // Note [images in parts]: on 3 pool threads, 17 images of the micro config (at least 8 a part)
+  // are recognised in two parts, images 0–7 and 8–16. Each image's result, greedy and with a beam,
+  // and its teacher-forced logits, must be those of recognising its part alone, bit for bit.
+  const Config c = micro_config();
+  Network net(c);
+  net.init_random(31);
+  const int64_t B = 17, first = 8, T = c.tgt_len(), C = c.num_classes, image = 3 * c.in_h * c.in_w;
+  const std::vector<float> images = random_images(c, B, 32);
+  safl::test::Rng rng(33);
+  std::vector<int32_t> targets(B * T);
+  for (int32_t& t : targets) t = int32_t(rng.next() % uint64_t(C));
+  safl::set_num_threads(3);
+  for (const int64_t width : {1, 3}) {
+    const std::vector<Decoded> all = net.recognize(images.data(), B, width);
+    std::vector<Decoded> parts = net.recognize(images.data(), first, width);
+    const std::vector<Decoded> second = net.recognize(images.data() + first * image, B - first, width);
+    parts.insert(parts.end(), second.begin(), second.end());
+    EXPECT(all.size() == parts.size());
+    for (int64_t b = 0; b < B; ++b) EXPECT(same_decoded(all[b], parts[b]));
+  }
+  std::vector<float> all(B * T * C), parts(B * T * C);
+  net.forward(all.data(), images.data(), targets.data(), B, /*training=*/false, 0);
+  net.forward(parts.data(), images.data(), targets.data(), first, /*training=*/false, 0);
+  net.forward(parts.data() + first * T * C, images.data() + first * image, targets.data() + first * T, B - first,
+              /*training=*/false, 0);
+  EXPECT(all == parts);
+  safl::set_num_threads(safl::hardware_threads());
 }
 
 SAFL_TEST(network_decoding_from_packed_weights) {
