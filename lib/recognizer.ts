@@ -66,7 +66,7 @@ export interface RecognizerOptions {
    * Precision of the network's matrix products on the CPU: 'float32' (default) or 'bfloat16'.
    * 'bfloat16' rounds both operands of every product to bfloat16 (8 bits of mantissa) and adds in
    * float32: on CPUs with AMX (Intel Xeon 4th generation and later) about twice as fast, with
-   * AVX512-BF16 (AMD Zen 4 and later) 1.1 to 1.9 times, with confidences that move in the
+   * AVX512-BF16 (AMD Zen 4 and later) 1.4 to 2.2 times, with confidences that move in the
    * third digit (README, "Benchmarks"). On other CPUs the products stay float32
    * (`info().bfloat16Matmul` and `info().bfloat16Unit` say which). Device 'cuda' takes 'float32' only.
    */
