@@ -26,6 +26,7 @@
 
 #include <cstring>
 
+#include "cpu/gemm_bfloat16_pack.h"
 #include "cpu/gemm_transpose_avx512.h"
 
 namespace safl::cpu::gemm_detail {
@@ -39,31 +40,11 @@ constexpr int64_t kKBlock = 32;  // k per tile product
 
 int64_t padded(int64_t kc) { return (kc + kKBlock - 1) / kKBlock * kKBlock; }
 
-// Lanes [0, n) of a 16-lane mask, n clamped to [0, 16].
-__mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
-
-// 32 floats (the lanes of lo, then of hi) rounded to bfloat16, in order.
-SAFL_AMX_TARGET __m512i to_bfloat16(__m512 lo, __m512 hi) {
-  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
-
-// The 16 pairs (k, k + 1) of 16 consecutive values of two stored rows: vpermw interleaves the
-// rounded even row (lanes 0–15 of to_bfloat16) with the odd one (lanes 16–31), so that 32-bit lane c
-// holds (even[c], odd[c]).
-SAFL_AMX_TARGET __m512i interleave_pairs(__m512 even, __m512 odd) {
-  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  return _mm512_permutexvar_epi16(order, to_bfloat16(even, odd));
-}
-
-// Stored row k of an operand whose rows run along the 16 lanes `first`…: the lanes in `lanes`, or
-// zeros past the depth kc.
-SAFL_AMX_TARGET __m512 stored_row(const float* M, int64_t ld, int64_t p0, int64_t k, int64_t kc, int64_t first,
-                                  __mmask16 lanes) {
-  return k < kc ? _mm512_maskz_loadu_ps(lanes, M + (p0 + k) * ld + first) : _mm512_setzero_ps();
-}
+using bf16::first_lanes;
+using bf16::interleave_pairs;
+using bf16::row_values;
+using bf16::stored_row;
+using bf16::to_bfloat16;
 
 // Packs op(A)[i0 : i0+mc, p0 : p0+kc] into 32-row panels (layout in the file header).
 SAFL_AMX_TARGET void pack_a(float* packed, const float* A, int64_t lda, bool trans_a, int64_t i0,
@@ -96,11 +77,7 @@ SAFL_AMX_TARGET void pack_a(float* packed, const float* A, int64_t lda, bool tra
       continue;
     }
     const float* src = A + (i0 + r) * lda + p0;
-    for (int64_t k = 0; k < kcp; k += kKBlock) {
-      const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(kc - k), src + k);
-      const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(kc - k - 16), src + k + 16);
-      _mm512_storeu_si512(dst + k, to_bfloat16(lo, hi));
-    }
+    for (int64_t k = 0; k < kcp; k += kKBlock) _mm512_storeu_si512(dst + k, row_values(src, k, kc));
   }
 }
 
@@ -129,10 +106,7 @@ SAFL_AMX_TARGET void pack_b(float* packed, const float* B, int64_t ldb, bool tra
         __m512 block[16];
         for (int i = 0; i < 16; ++i) {
           if (i < count) {
-            const float* src = B + (j0 + first + i) * ldb + p0 + k;
-            const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(kc - k), src);
-            const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(kc - k - 16), src + 16);
-            block[i] = _mm512_castsi512_ps(to_bfloat16(lo, hi));
+            block[i] = _mm512_castsi512_ps(row_values(B + (j0 + first + i) * ldb + p0, k, kc));
           } else {
             block[i] = _mm512_setzero_ps();
           }

@@ -18,7 +18,7 @@
 //     for r = 0..7; rows past mc are zero.
 //   B panel (48 columns): kcp / 2 pair rows of 48 pairs (op(B)[2p][c], op(B)[2p+1][c]); columns
 //     past nc are zero.
-// Rounding to bfloat16 is VCVTNE2PS2BF16's, as in the AMX kernels.
+// Rounding to bfloat16 is VCVTNE2PS2BF16's (gemm_bfloat16_pack.h), as in the AMX kernels.
 #include "cpu/gemm_kernels.h"
 
 #include "common/cpu_features.h"
@@ -28,6 +28,7 @@
 
 #include <cstring>
 
+#include "cpu/gemm_bfloat16_pack.h"
 #include "cpu/gemm_tile_table.h"
 #include "cpu/gemm_transpose_avx512.h"
 
@@ -43,34 +44,10 @@ constexpr int64_t kPairsPerBlock = 16;  // pairs of one 32-value block of k: one
 
 int64_t pairs_of(int64_t kc) { return (kc + 1) / 2; }
 
-// Lanes [0, n) of a 16-lane mask, n clamped to [0, 16].
-__mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
-
-// 32 floats (the lanes of lo, then of hi) rounded to bfloat16, in order: 32-bit lane p holds
-// values 2p and 2p + 1.
-SAFL_BF16_TARGET __m512 to_pairs(__m512 lo, __m512 hi) { return (__m512)_mm512_cvtne2ps_pbh(hi, lo); }
-
-// The pairs (even[c], odd[c]) of two stored rows' 16 lanes, one per 32-bit lane.
-SAFL_BF16_TARGET __m512 interleave_pairs(__m512 even, __m512 odd) {
-  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  return _mm512_castsi512_ps(_mm512_permutexvar_epi16(order, _mm512_castps_si512(to_pairs(even, odd))));
-}
-
-// Stored row k of an operand whose rows run along the lanes from `first`: the lanes in `lanes`,
-// zeros past the depth kc.
-SAFL_BF16_TARGET __m512 stored_row(const float* M, int64_t ld, int64_t p0, int64_t k, int64_t kc, int64_t first,
-                                   __mmask16 lanes) {
-  return k < kc ? _mm512_maskz_loadu_ps(lanes, M + (p0 + k) * ld + first) : _mm512_setzero_ps();
-}
-
-// The 16 pairs of values [k, k + 32) of a stored row that runs along k (zeros past kc).
-SAFL_BF16_TARGET __m512 row_pairs(const float* src, int64_t k, int64_t kc) {
-  return to_pairs(_mm512_maskz_loadu_ps(first_lanes(kc - k), src + k),
-                  _mm512_maskz_loadu_ps(first_lanes(kc - k - 16), src + k + 16));
-}
+using bf16::first_lanes;
+using bf16::interleave_pairs;
+using bf16::row_values;
+using bf16::stored_row;
 
 // The 16 pair rows of values [k, k + 32) of 16 lanes — rows of A or columns of B, from `first`,
 // `count` of them real (the rest zero): block[p] holds pair row p, lane i the pair of lane i. The
@@ -80,12 +57,13 @@ SAFL_BF16_TARGET void pair_rows(__m512 block[16], const float* M, int64_t ld, bo
                                 int64_t k, int64_t kc, int64_t first, int64_t count) {
   if (rows_along_lanes) {
     for (int p = 0; p < 16; ++p) {
-      block[p] = interleave_pairs(stored_row(M, ld, p0, k + 2 * p, kc, first, first_lanes(count)),
-                                  stored_row(M, ld, p0, k + 2 * p + 1, kc, first, first_lanes(count)));
+      block[p] = _mm512_castsi512_ps(interleave_pairs(stored_row(M, ld, p0, k + 2 * p, kc, first, first_lanes(count)),
+                                                      stored_row(M, ld, p0, k + 2 * p + 1, kc, first, first_lanes(count))));
     }
     return;
   }
-  for (int i = 0; i < 16; ++i) block[i] = i < count ? row_pairs(M + (first + i) * ld + p0, k, kc) : _mm512_setzero_ps();
+  for (int i = 0; i < 16; ++i)
+    block[i] = i < count ? _mm512_castsi512_ps(row_values(M + (first + i) * ld + p0, k, kc)) : _mm512_setzero_ps();
   transpose_16x16(block);
 }
 
